@@ -1,0 +1,45 @@
+"""Reading and writing images with errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_app.errors import ImageError, InputNotFoundError
+
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})
+VIDEO_EXTS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mjpeg", ".mjpg", ".h264"})
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTS
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """RGB uint8 (H, W, 3). EXIF orientation is applied (a phone photo comes out upright)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError(f"image not found: {path}")
+    if path.is_dir():
+        raise ImageError(f"expected an image file, got a folder: {path}")
+    # imdecode from bytes rather than imread: imread cannot report *why* it failed and
+    # mishandles some non-ASCII paths.
+    data = np.fromfile(str(path), dtype=np.uint8)
+    if data.size == 0:
+        raise ImageError(f"cannot decode image {path}: the file is empty")
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None or bgr.size == 0:
+        raise ImageError(f"cannot decode image {path}: not a supported image or the file is corrupt "
+                         f"({data.size} bytes)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def write_image(path: str | Path, rgb: np.ndarray) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(path.suffix or ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ImageError(f"cannot encode image as {path.suffix!r}: {path}")
+    buf.tofile(str(path))

@@ -1,0 +1,117 @@
+"""Find the model files, check them against MANIFEST.json and build the vision pipeline.
+
+The models ship inside the package (edge_app/models_tflite in a wheel, models_tflite/ in a
+checkout); EDGE_APP_MODELS points elsewhere, e.g. at models compiled for a Coral.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_app.errors import ModelError, ModelNotFoundError
+from edge_app.vision.align import TEMPLATE_POINTS, ChipGeometry
+from edge_app.vision.detector import FaceDetector
+from edge_app.vision.embedder import FaceEmbedder
+from edge_app.vision.pipeline import Pipeline
+from edge_app.vision.quality import QualityConfig
+from edge_app.vision.runtime import TFLiteModel
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "MANIFEST.json"
+DETECTOR_KINDS = {"short": "face_detector", "full": "face_detector_full"}
+
+
+def default_models_dir() -> Path:
+    env = os.environ.get("EDGE_APP_MODELS")
+    if env:
+        return Path(env)
+    packaged = Path(__file__).resolve().parent / "models_tflite"
+    if (packaged / MANIFEST).is_file():
+        return packaged
+    return Path(__file__).resolve().parents[1] / "models_tflite"  # source checkout
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    path: Path
+    sha256: str
+    entry: dict[str, Any]
+
+
+class ModelSet:
+    """The manifest of one models directory; every file is verified before it is loaded."""
+
+    def __init__(self, directory: str | Path | None = None) -> None:
+        self.dir = Path(directory) if directory is not None else default_models_dir()
+        manifest_path = self.dir / MANIFEST
+        if not manifest_path.is_file():
+            raise ModelNotFoundError(f"model manifest not found: {manifest_path} "
+                                     "(set EDGE_APP_MODELS or run scripts/build_models.py)")
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+            self._entries: dict[str, dict[str, Any]] = self.manifest["models"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ModelError(f"{manifest_path}: not a valid model manifest ({exc})") from exc
+
+    def info(self, name: str, verify: bool = True) -> ModelInfo:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise ModelNotFoundError(f"{self.dir / MANIFEST}: no model named {name!r}")
+        path = self.dir / entry["file"]
+        if not path.is_file():
+            raise ModelNotFoundError(f"model file not found: {path} (listed as {name!r} in {MANIFEST})")
+        if verify:
+            actual = file_sha256(path)
+            if actual != entry["sha256"]:
+                raise ModelError(f"{path}: sha256 {actual[:12]}… does not match the manifest "
+                                 f"({entry['sha256'][:12]}…); the file is corrupt or from another build")
+        return ModelInfo(name, path, entry["sha256"], entry)
+
+    def load(self, name: str, num_threads: int = 2, delegate: str | None = None) -> TFLiteModel:
+        info = self.info(name)
+        try:
+            return TFLiteModel(info.path, num_threads=num_threads, delegate=delegate)
+        except (ValueError, OSError) as exc:
+            raise ModelError(f"cannot load {info.path}: {exc}") from exc
+
+    @property
+    def embedder_sha(self) -> str:
+        return str(self._entries["face_embedder"]["sha256"])
+
+    def chip_geometry(self) -> ChipGeometry:
+        inp = self._entries["face_embedder"]["input"]
+        try:
+            template = np.array([inp["chip_template"][p] for p in TEMPLATE_POINTS], np.float64)
+            return ChipGeometry(int(inp["chip_size"]), template)
+        except (KeyError, ValueError) as exc:
+            raise ModelError(f"{self.dir / MANIFEST}: bad chip template ({exc})") from exc
+
+    def pipeline(self, detector: str = "short", num_threads: int = 2, quality: QualityConfig | None = None,
+                 eyes_only: bool = False, embed_low_quality: bool = True,
+                 min_score: float | None = None) -> Pipeline:
+        if detector not in DETECTOR_KINDS:
+            raise ModelError(f"unknown detector {detector!r}; choose one of {sorted(DETECTOR_KINDS)}")
+        try:
+            det = FaceDetector(self.load(DETECTOR_KINDS[detector], num_threads), min_score=min_score)
+            emb = FaceEmbedder(self.load("face_embedder", num_threads))
+        except ValueError as exc:  # shape checks in vision/
+            raise ModelError(str(exc)) from exc
+        return Pipeline(det, emb, self.chip_geometry(), quality, eyes_only, embed_low_quality)

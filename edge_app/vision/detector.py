@@ -1,0 +1,172 @@
+"""MediaPipe BlazeFace: letterbox, SSD anchors, box/keypoint decode, weighted NMS.
+
+The anchor and decode parameters are those of MediaPipe's face_detection_short_range and
+face_detection_full_range graphs (SsdAnchorsCalculator / TensorsToDetectionsCalculator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from edge_app.vision.runtime import TFLiteModel
+
+# Keypoint order of BlazeFace, from the subject's point of view.
+KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear", "left_ear")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face in frame pixel coordinates."""
+
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1
+    score: float
+    keypoints: np.ndarray = field(repr=False)  # (6, 2) float32, x/y in frame pixels
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+
+@dataclass(frozen=True)
+class _Variant:
+    size: int
+    strides: tuple[int, ...]
+    anchors_per_cell: tuple[int, ...]  # per distinct stride
+    min_score: float
+
+
+# Short range: 4 SSD layers at strides 8,16,16,16 -> 2 anchors per 16x16 cell, 6 per 8x8 cell = 896.
+# Full range: one layer at stride 4 with a single anchor -> 48x48 = 2304.
+_VARIANTS = {
+    128: _Variant(128, (8, 16), (2, 6), 0.5),
+    192: _Variant(192, (4,), (1,), 0.6),
+}
+
+
+def ssd_anchors(size: int) -> np.ndarray:
+    """(N, 2) anchor centres in [0, 1]; fixed_anchor_size means every anchor is 1x1."""
+    v = _VARIANTS[size]
+    out = []
+    for stride, per_cell in zip(v.strides, v.anchors_per_cell, strict=True):
+        n = size // stride
+        ys, xs = np.meshgrid((np.arange(n) + 0.5) / n, (np.arange(n) + 0.5) / n, indexing="ij")
+        centres = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        out.append(np.repeat(centres, per_cell, axis=0))
+    return np.concatenate(out).astype(np.float32)
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x0 = np.maximum(box[0], boxes[:, 0])
+    y0 = np.maximum(box[1], boxes[:, 1])
+    x1 = np.minimum(box[2], boxes[:, 2])
+    y1 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return np.asarray(inter / np.maximum(area + areas - inter, 1e-9))
+
+
+def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray,
+                 iou_threshold: float = 0.3) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """MediaPipe's WEIGHTED suppression: overlapping candidates are averaged, weighted by score,
+    which steadies boxes and keypoints from frame to frame better than hard NMS."""
+    order = np.argsort(-scores)
+    boxes, kps, scores = boxes[order], kps[order], scores[order]
+    results = []
+    remaining = np.arange(len(scores))
+    while remaining.size:
+        top = remaining[0]
+        overlap = _iou(boxes[top], boxes[remaining])
+        group = remaining[overlap > iou_threshold]
+        group = group if group.size else remaining[:1]
+        w = scores[group][:, None]
+        box = (boxes[group] * w).sum(0) / w.sum()
+        kp = (kps[group] * w[:, :, None]).sum(0) / w.sum()
+        results.append((box, kp, float(scores[top])))
+        remaining = remaining[overlap <= iou_threshold]
+        if top in remaining:  # iou with itself is 1, so this only guards degenerate boxes
+            remaining = remaining[remaining != top]
+    return results
+
+
+class FaceDetector:
+    """BlazeFace on an RGB uint8 frame of any size."""
+
+    def __init__(self, model: TFLiteModel, min_score: float | None = None,
+                 iou_threshold: float = 0.3, max_faces: int = 10) -> None:
+        shape = model.input.shape
+        if len(shape) != 4 or shape[1] != shape[2] or shape[1] not in _VARIANTS or shape[3] != 3:
+            raise ValueError(f"{model.path.name}: not a BlazeFace input shape: {shape}")
+        self.model = model
+        self.size = shape[1]
+        self.variant = _VARIANTS[self.size]
+        self.anchors = ssd_anchors(self.size)
+        self.min_score = self.variant.min_score if min_score is None else min_score
+        self.iou_threshold = iou_threshold
+        self.max_faces = max_faces
+        n_out = model.outputs[0].shape[1]
+        if n_out != len(self.anchors):
+            raise ValueError(f"{model.path.name}: {n_out} outputs for {len(self.anchors)} anchors")
+
+    def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+        """Letterbox to the model's square input; returns tensor, scale and padding (in input px)."""
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
+        h, w = frame.shape[:2]
+        scale = self.size / max(h, w)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        resized = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA)
+        pad_x, pad_y = (self.size - nw) / 2, (self.size - nh) / 2
+        canvas = np.zeros((self.size, self.size, 3), np.uint8)
+        x0, y0 = int(pad_x), int(pad_y)
+        canvas[y0:y0 + nh, x0:x0 + nw] = resized
+        spec = self.model.input
+        if spec.dtype == np.float32:
+            x = canvas.astype(np.float32) / 127.5 - 1.0
+        else:  # quantized input: map [-1, 1] into the tensor's integer range
+            real = canvas.astype(np.float32) / 127.5 - 1.0
+            x = np.clip(np.round(real / spec.scale + spec.zero_point),
+                        np.iinfo(spec.dtype).min, np.iinfo(spec.dtype).max).astype(spec.dtype)
+        return x[None], scale, float(x0), float(y0)
+
+    def decode(self, raw_boxes: np.ndarray, raw_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw model outputs -> boxes (N, 4) and keypoints (N, 6, 2) in input pixels, scores (N,)."""
+        raw_boxes = raw_boxes.reshape(len(self.anchors), -1)
+        # MediaPipe clips logits at +-100; float64 keeps exp() of that finite.
+        logits = np.clip(raw_scores.reshape(-1).astype(np.float64), -100.0, 100.0)
+        scores = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        keep = scores >= self.min_score
+        r, a, scores = raw_boxes[keep], self.anchors[keep] * self.size, scores[keep]
+        cx, cy = r[:, 0] + a[:, 0], r[:, 1] + a[:, 1]
+        w, h = r[:, 2], r[:, 3]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        kps = r[:, 4:16].reshape(-1, 6, 2) + a[:, None, :]
+        return boxes, kps, scores
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        x, scale, px, py = self.preprocess(frame)
+        outs = self.model.run(x)
+        # Outputs are (1, N, 16) regressors and (1, N, 1) scores; tell them apart by shape.
+        raw_boxes = next(o for o in outs if o.shape[-1] == 16)
+        raw_scores = next(o for o in outs if o.shape[-1] == 1)
+        boxes, kps, scores = self.decode(raw_boxes, raw_scores)
+        if not len(scores):
+            return []
+        h, w = frame.shape[:2]
+        faces = []
+        for box, kp, score in weighted_nms(boxes, kps, scores, self.iou_threshold)[: self.max_faces]:
+            box = (box - [px, py, px, py]) / scale
+            kp = (kp - [px, py]) / scale
+            x0, y0 = float(np.clip(box[0], 0, w)), float(np.clip(box[1], 0, h))
+            x1, y1 = float(np.clip(box[2], 0, w)), float(np.clip(box[3], 0, h))
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue
+            faces.append(Detection((x0, y0, x1, y1), score, kp.astype(np.float32)))
+        return faces

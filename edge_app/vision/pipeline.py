@@ -1,0 +1,78 @@
+"""frame -> list[Face]: the one place that chains detection, alignment, quality and embedding."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_app.vision.align import ChipGeometry, align
+from edge_app.vision.detector import Detection, FaceDetector
+from edge_app.vision.embedder import FaceEmbedder
+from edge_app.vision.quality import Quality, QualityConfig, assess
+
+
+@dataclass(frozen=True)
+class Face:
+    detection: Detection
+    quality: Quality
+    chip: np.ndarray = field(repr=False)
+    embedding: np.ndarray | None = field(repr=False)  # None when the face was not embedded
+    mask_probability: float | None = None  # filled once the mask classifier exists
+
+
+@dataclass
+class StageTimes:
+    """Milliseconds spent per stage, accumulated over calls (for scripts/bench.py)."""
+
+    detect: list[float] = field(default_factory=list)
+    align: list[float] = field(default_factory=list)
+    quality: list[float] = field(default_factory=list)
+    embed: list[float] = field(default_factory=list)
+    total: list[float] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(self, detector: FaceDetector, embedder: FaceEmbedder, geometry: ChipGeometry,
+                 quality: QualityConfig | None = None, eyes_only: bool = False,
+                 embed_low_quality: bool = True) -> None:
+        if embedder.chip_size != geometry.size:
+            raise ValueError(f"embedder takes {embedder.chip_size}px chips, geometry is {geometry.size}px")
+        self.detector = detector
+        self.embedder = embedder
+        self.geometry = geometry
+        self.quality = quality or QualityConfig()
+        self.eyes_only = eyes_only
+        # Enrolment and batch recognition want embeddings of every face; the door may skip
+        # faces that fail the gates to save time.
+        self.embed_low_quality = embed_low_quality
+        self.times: StageTimes | None = None
+
+    def process(self, frame: np.ndarray, max_faces: int | None = None) -> list[Face]:
+        """RGB uint8 frame (H, W, 3) -> faces, largest first."""
+        t0 = time.perf_counter()
+        detections = self.detector.detect(frame)
+        t1 = time.perf_counter()
+        detections.sort(key=lambda d: d.width * d.height, reverse=True)
+        if max_faces is not None:
+            detections = detections[:max_faces]
+        faces = []
+        t_align = t_quality = t_embed = 0.0
+        for det in detections:
+            a = time.perf_counter()
+            chip = align(frame, det.keypoints, self.geometry, self.eyes_only)
+            b = time.perf_counter()
+            q = assess(chip, det.keypoints, self.quality)
+            c = time.perf_counter()
+            emb = self.embedder.embed(chip) if (q.passed or self.embed_low_quality) else None
+            d = time.perf_counter()
+            t_align, t_quality, t_embed = t_align + b - a, t_quality + c - b, t_embed + d - c
+            faces.append(Face(det, q, chip, emb))
+        if self.times is not None:
+            self.times.detect.append((t1 - t0) * 1e3)
+            self.times.align.append(t_align * 1e3)
+            self.times.quality.append(t_quality * 1e3)
+            self.times.embed.append(t_embed * 1e3)
+            self.times.total.append((time.perf_counter() - t0) * 1e3)
+        return faces

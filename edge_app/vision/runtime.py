@@ -1,0 +1,106 @@
+"""Load and run a .tflite model with ai-edge-litert, falling back to tflite-runtime.
+
+TensorFlow itself is never imported here: the device has only the small runtime.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Tried in order; the first that imports wins.
+_RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+
+
+def _runtime_module() -> Any:
+    errors = []
+    for name in _RUNTIMES:
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:
+            errors.append(f"{name}: {exc}")
+    raise ImportError(
+        "no TFLite runtime found; install ai-edge-litert (or tflite-runtime on boards without it). "
+        + "; ".join(errors)
+    )
+
+
+def runtime_name() -> str:
+    """Dotted module name of the runtime that will be used."""
+    return str(_runtime_module().__name__)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    index: int
+    shape: tuple[int, ...]
+    dtype: type
+    scale: float
+    zero_point: int
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0
+
+
+def _spec(d: dict[str, Any]) -> TensorSpec:
+    scale, zp = d.get("quantization", (0.0, 0))
+    return TensorSpec(d["name"], int(d["index"]), tuple(int(x) for x in d["shape"]), d["dtype"],
+                      float(scale), int(zp))
+
+
+class TFLiteModel:
+    """One interpreter, one input tensor. Not thread-safe: one instance per thread."""
+
+    def __init__(self, path: str | Path, num_threads: int = 2, delegate: str | None = None) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        mod = _runtime_module()
+        delegates = []
+        if delegate:
+            # e.g. "libedgetpu.so.1" for a Coral; the model must then be compiled for the Edge TPU.
+            delegates.append(mod.load_delegate(delegate))
+        try:
+            self._it = mod.Interpreter(model_path=str(path), num_threads=num_threads,
+                                       experimental_delegates=delegates or None)
+            self._it.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ValueError(f"cannot load TFLite model {path}: {exc}") from exc
+        self.path = path
+        self.inputs = [_spec(d) for d in self._it.get_input_details()]
+        self.outputs = [_spec(d) for d in self._it.get_output_details()]
+        if len(self.inputs) != 1:
+            raise ValueError(f"{path}: expected one input tensor, found {len(self.inputs)}")
+        self.input = self.inputs[0]
+        log.debug("loaded %s with %s (%d threads)", path.name, _runtime_module().__name__, num_threads)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run on ``x`` (already in the input dtype and shape); outputs dequantized to float32."""
+        if tuple(x.shape) != self.input.shape:
+            raise ValueError(f"{self.path.name}: input shape {tuple(x.shape)}, expected {self.input.shape}")
+        if x.dtype != self.input.dtype:
+            raise ValueError(f"{self.path.name}: input dtype {x.dtype}, expected {np.dtype(self.input.dtype)}")
+        self._it.set_tensor(self.input.index, x)
+        self._it.invoke()
+        outs = []
+        for spec in self.outputs:
+            y = self._it.get_tensor(spec.index)
+            if spec.quantized:
+                y = (y.astype(np.float32) - spec.zero_point) * spec.scale
+            outs.append(np.asarray(y, dtype=np.float32))
+        return outs
+
+    def output_by_name(self, outs: list[np.ndarray], name: str) -> np.ndarray:
+        for spec, y in zip(self.outputs, outs, strict=True):
+            if spec.name == name or spec.name.endswith(name):
+                return y
+        raise KeyError(f"{self.path.name}: no output named {name!r}")

