@@ -12,7 +12,7 @@ from edge_app.vision.pipeline import Face, Pipeline
 # Cosine similarity above which the best gallery match is taken as that person, measured by
 # scripts/evaluate.py (README, "Accuracy"): at this value no impostor pair of the evaluation set
 # was accepted; the mask issue recalibrates it per probe type.
-DEFAULT_THRESHOLD = 0.82
+DEFAULT_THRESHOLD = 0.93
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ class ImageSource(FrameSource):
             except EdgeAppError as exc:
                 if len(self.files) == 1:
                     raise
-                log.warning("%s", exc)
+                log.info("skipped: %s", exc)  # reported by the caller through .errors
                 self.errors.append((path, str(exc)))
         return None
 

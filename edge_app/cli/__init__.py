@@ -1,0 +1,115 @@
+"""`edge-app` command line: enroll, gallery, recognize.
+
+Exit codes (also in the README):
+  0  done
+  1  error: bad input, missing model, unusable gallery (message on stderr)
+  2  usage error (bad arguments)
+  3  done, but some inputs were skipped (unreadable photo, no face, several faces, low quality)
+  130 interrupted
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from edge_app import __version__
+from edge_app.errors import EdgeAppError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+log = logging.getLogger(__name__)
+
+
+def default_gallery_path() -> Path:
+    env = os.environ.get("EDGE_APP_GALLERY")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "edge-app" / "gallery.db"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    value = float(text)
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a cosine threshold is in [-1, 1], got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edge_app.cli import gallery_cmds, recognize
+    from edge_app.recognizer import DEFAULT_THRESHOLD
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", type=Path, default=None,
+                        help="gallery SQLite file (default $EDGE_APP_GALLERY or ~/.local/share/edge-app/gallery.db)")
+    common.add_argument("--models", type=Path, default=None,
+                        help="models folder with MANIFEST.json (default: the bundled models, or $EDGE_APP_MODELS)")
+    common.add_argument("--threads", type=_positive_int, default=2, help="inference threads (default 2)")
+    common.add_argument("--detector", choices=("short", "full"), default="short",
+                        help="BlazeFace short range (kiosk, < 2 m) or full range (group photos, < 5 m)")
+    common.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
+
+    ap = argparse.ArgumentParser(prog="edge-app", description="Masked-face door-access kiosk.")
+    ap.add_argument("--version", action="version", version=f"edge-app {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("enroll", parents=[common], help="add a person from photos")
+    p.add_argument("--name", required=True, help="person's name (unique in the gallery)")
+    p.add_argument("photos", nargs="+", metavar="PHOTO|DIR", help="photos of that person, or folders of them")
+    p.add_argument("--replace", action="store_true", help="replace the person's templates instead of adding")
+    p.set_defaults(func=gallery_cmds.cmd_enroll, threshold=DEFAULT_THRESHOLD)
+
+    p = sub.add_parser("gallery", help="list, remove or export persons")
+    gsub = p.add_subparsers(dest="gallery_command", required=True, metavar="ACTION")
+    g = gsub.add_parser("list", parents=[common], help="persons and template counts")
+    g.set_defaults(func=gallery_cmds.cmd_list)
+    g = gsub.add_parser("remove", parents=[common], help="remove a person and their templates")
+    g.add_argument("name")
+    g.set_defaults(func=gallery_cmds.cmd_remove)
+    g = gsub.add_parser("export", parents=[common], help="write the whole gallery as JSON")
+    g.add_argument("out", type=Path, help="output .json file ('-' for stdout)")
+    g.set_defaults(func=gallery_cmds.cmd_export)
+
+    p = sub.add_parser("recognize", parents=[common],
+                       help="recognise faces in an image, a folder, a video file, a camera index or a stream URL")
+    p.add_argument("source", help="image, folder, video file, camera index (0) or rtsp:// / http:// URL")
+    p.add_argument("--threshold", type=_unit_float, default=DEFAULT_THRESHOLD,
+                   help=f"cosine similarity to accept a match (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--annotate", type=Path, metavar="OUT",
+                   help="write boxes and names: an image (or folder for a folder input) or a video file")
+    p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames")
+    p.add_argument("--every", type=_positive_int, default=1, help="process every N-th frame of a video")
+    p.set_defaults(func=recognize.cmd_recognize)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    # Library code only logs; the command line decides where it goes.
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.db is None and hasattr(args, "db"):
+        args.db = default_gallery_path()
+    try:
+        return int(args.func(args))
+    except EdgeAppError as exc:
+        print(f"edge-app: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("edge-app: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `edge-app recognize … | head`
+        return EXIT_OK

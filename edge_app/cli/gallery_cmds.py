@@ -1,0 +1,130 @@
+"""`edge-app enroll` and `edge-app gallery list|remove|export`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from edge_app.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
+from edge_app.cli.common import emit_json, gallery, models, pipeline, progress, say
+from edge_app.enrol import PhotoStatus, embed_photo, expand_photos
+from edge_app.errors import PersonNotFoundError
+from edge_app.gallery.matcher import Matcher
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    photos = expand_photos(args.photos)
+    if not photos:
+        say("edge-app: error: no image files in " + ", ".join(args.photos))
+        return EXIT_ERROR
+    ms = models(args)
+    pipe = pipeline(args, ms)
+    results = [embed_photo(pipe, p) for p in progress(photos, len(photos), f"enrol {args.name}", "photo")]
+    accepted = [r for r in results if r.status is PhotoStatus.OK]
+    skipped = [r for r in results if r.status is not PhotoStatus.OK]
+    report: dict[str, object] = {
+        "name": args.name, "accepted": [str(r.path) for r in accepted],
+        "skipped": [{"path": str(r.path), "reason": r.status.value, "detail": r.detail} for r in skipped],
+    }
+    for r in skipped:
+        say(f"skipped {r.path}: {r.detail}")
+    if not accepted:
+        say(f"edge-app: error: no usable photo of {args.name!r}; nothing enrolled")
+        if args.json:
+            emit_json({**report, "enrolled": 0})
+        return EXIT_ERROR
+    emb = np.stack([r.embedding for r in accepted if r.embedding is not None])
+    with gallery(args) as g:
+        # Warn when the new face already looks like somebody else: a mix-up at the desk is
+        # cheaper to catch now than at the door.
+        matcher = Matcher.from_gallery(g, ms.embedder_sha)
+        lookalikes = {}
+        if matcher.n_templates:
+            for row in matcher.match_batch(emb, k=2):
+                for m in row:
+                    if m.name != args.name.strip() and m.score >= args.threshold:
+                        lookalikes[m.name] = max(m.score, lookalikes.get(m.name, -1.0))
+        for other, score in sorted(lookalikes.items()):
+            say(f"warning: these photos match enrolled person {other!r} (cosine {score:.3f})")
+        existed = any(p.name == args.name.strip() for p in g.list_persons())
+        if not existed:
+            g.add_person(args.name)
+        quality = [r.face.quality.sharpness if r.face else None for r in accepted]
+        sources = ", ".join(r.path.name for r in accepted)[:500]
+        if args.replace and existed:
+            ids = g.replace_person_templates(args.name, emb, model_sha=ms.embedder_sha, masked=False,
+                                             source=sources, quality=quality)
+        else:
+            ids = g.add_templates(args.name, emb, model_sha=ms.embedder_sha, masked=False, source=sources,
+                                  quality=quality)
+        version = g.gallery_version
+    report.update({"enrolled": len(ids), "new_person": not existed, "gallery_version": version,
+                   "lookalikes": lookalikes})
+    if args.json:
+        emit_json(report)
+    else:
+        verb = "enrolled" if not existed else ("replaced templates of" if args.replace else "added templates to")
+        print(f"{verb} {args.name}: {len(ids)} template(s) from {len(accepted)} photo(s), "
+              f"{len(skipped)} skipped; gallery version {version}")
+    return EXIT_PARTIAL if skipped else EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with gallery(args) as g:
+        persons = g.list_persons()
+        version = g.gallery_version
+    if args.json:
+        emit_json({"gallery_version": version, "persons": [
+            {"id": p.id, "name": p.name, "active": p.active, "templates": p.n_templates,
+             "valid_from": p.valid_from, "valid_until": p.valid_until, "created_at": p.created_at}
+            for p in persons]})
+        return EXIT_OK
+    if not persons:
+        print(f"gallery {args.db} is empty (version {version})")
+        return EXIT_OK
+    width = max(len("name"), *(len(p.name) for p in persons))
+    print(f"{'name':<{width}}  active  templates  valid")
+    for p in persons:
+        valid = f"{p.valid_from or '-'} .. {p.valid_until or '-'}"
+        print(f"{p.name:<{width}}  {'yes' if p.active else 'no':<6}  {p.n_templates:>9}  {valid}")
+    print(f"{len(persons)} person(s), gallery version {version}")
+    return EXIT_OK
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    with gallery(args) as g:
+        try:
+            n = g.remove_person(args.name)
+        except PersonNotFoundError as exc:
+            say(f"edge-app: error: {exc}")
+            return EXIT_ERROR
+        version = g.gallery_version
+    if args.json:
+        emit_json({"removed": args.name, "templates": n, "gallery_version": version})
+    else:
+        print(f"removed {args.name} ({n} template(s)); gallery version {version}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with gallery(args) as g:
+        if str(args.out) == "-":
+            import tempfile
+            from pathlib import Path
+
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "gallery.json"
+                g.export(out)
+                sys.stdout.write(out.read_text())
+            return EXIT_OK
+        g.export(args.out)
+    data = json.loads(args.out.read_text())
+    n = len(data.get("persons", []))
+    if args.json:
+        emit_json({"exported": str(args.out), "persons": n})
+    else:
+        print(f"exported {n} person(s) to {args.out}")
+    return EXIT_OK

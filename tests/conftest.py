@@ -1,0 +1,71 @@
+"""Shared fixtures: real models, real face photos (../shared/data/faces-dev by default)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # scripts.modelbuild.dlib_ref is the reference the tests compare with
+
+FACES_DEV = Path(os.environ.get("EDGE_APP_FACES_DEV", ROOT.parent / "shared" / "data" / "faces-dev"))
+DATA = Path(os.environ.get("EDGE_APP_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def faces_dev() -> Path:
+    # Never skip: without real faces these tests prove nothing, so a missing folder is a failure.
+    if not (FACES_DEV / "obama.jpg").is_file():
+        pytest.fail(f"real face images not found in {FACES_DEV}; set EDGE_APP_FACES_DEV", pytrace=False)
+    return FACES_DEV
+
+
+@pytest.fixture(scope="session")
+def model_set():  # type: ignore[no-untyped-def]
+    from edge_app.models import ModelSet
+
+    return ModelSet()
+
+
+@pytest.fixture(scope="session")
+def pipeline(model_set):  # type: ignore[no-untyped-def]
+    return model_set.pipeline(num_threads=2)
+
+
+@pytest.fixture(scope="session")
+def dlib_ref():  # type: ignore[no-untyped-def]
+    from scripts.modelbuild.dlib_ref import DlibReference
+
+    return DlibReference()
+
+
+@pytest.fixture(scope="session")
+def rgb(faces_dev: Path):  # type: ignore[no-untyped-def]
+    from edge_app.imageio import read_image
+
+    cache: dict[str, np.ndarray] = {}
+
+    def load(name: str) -> np.ndarray:
+        if name not in cache:
+            cache[name] = read_image(faces_dev / name)
+        return cache[name]
+
+    return load
+
+
+def kiosk_frame(img: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int] = (640, 480),
+                face_fraction: float = 0.35) -> np.ndarray:
+    """Re-frame a photo the way a door camera sees a person: face about `face_fraction` of the
+    frame height, centred, on a 640x480 canvas."""
+    import cv2
+
+    w, h = size
+    x0, y0, x1, y1 = box
+    scale = face_fraction * h / (y1 - y0)
+    cx, cy = (x0 + x1) / 2 * scale, (y0 + y1) / 2 * scale
+    m = np.array([[scale, 0, w / 2 - cx], [0, scale, h / 2 - cy]], np.float64)
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)

@@ -1,0 +1,172 @@
+"""`edge-app` end to end on real photos, real models and a real SQLite gallery."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_app.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, main
+from edge_app.gallery.store import Gallery
+from edge_app.imageio import read_image
+from tests.conftest import kiosk_frame
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    path = tmp_path / "gallery.db"
+    monkeypatch.setenv("EDGE_APP_GALLERY", str(path))
+    return path
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def enrolled(db, faces_dev, capsys):
+    assert run(capsys, "enroll", "--name", "Barack Obama", str(faces_dev / "obama.jpg"),
+               str(faces_dev / "obama2.jpg"))[0] == EXIT_OK
+    assert run(capsys, "enroll", "--name", "Joe Biden", str(faces_dev / "biden.jpg"))[0] == EXIT_OK
+    return db
+
+
+def test_enroll_and_list(enrolled, capsys):
+    code, out, _ = run(capsys, "gallery", "list", "--json")
+    assert code == EXIT_OK
+    data = json.loads(out)
+    assert {p["name"]: p["templates"] for p in data["persons"]} == {"Barack Obama": 2, "Joe Biden": 1}
+    assert data["gallery_version"] >= 2
+
+
+def test_enroll_skips_group_photo_and_reports_it(db, faces_dev, capsys):
+    code, out, err = run(capsys, "enroll", "--name", "Obama", "--json", str(faces_dev / "obama3.jpg"),
+                         str(faces_dev / "dlib_2008_002506.jpg"), str(faces_dev / "dlib_2008_002079.jpg"))
+    assert code == EXIT_PARTIAL
+    report = json.loads(out)
+    assert report["enrolled"] == 1
+    reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in report["skipped"]}
+    assert reasons == {"dlib_2008_002506.jpg": "multiple_faces", "dlib_2008_002079.jpg": "no_face"}
+    assert "3 faces found" in err
+
+
+def test_enroll_with_no_usable_photo_creates_nobody(db, faces_dev, tmp_path, capsys):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    code, _, err = run(capsys, "enroll", "--name", "Nobody", str(bad), str(faces_dev / "dlib_2008_002506.jpg"))
+    assert code == EXIT_ERROR
+    assert "bad.jpg" in err and "nothing enrolled" in err
+    with Gallery(db) as g:
+        assert g.list_persons() == []
+
+
+def test_recognize_single_image(enrolled, faces_dev, capsys):
+    code, out, _ = run(capsys, "recognize", str(faces_dev / "obama3.jpg"))
+    assert code == EXIT_OK
+    line = out.strip()
+    assert "\tBarack Obama\t" in line and "mask=n/a" in line and "quality=ok" in line
+
+
+def test_recognize_folder_json(enrolled, faces_dev, capsys):
+    code, out, _ = run(capsys, "recognize", str(faces_dev), "--json")
+    assert code == EXIT_OK
+    frames = [json.loads(line) for line in out.splitlines()]
+    assert len(frames) == len(list(faces_dev.glob("*.jpg")))
+    by_file = {f["origin"].rsplit("/", 1)[-1]: f["faces"] for f in frames}
+    for name in ("obama3.jpg", "obama_partial_face2.jpg"):
+        assert [f["name"] for f in by_file[name]] == ["Barack Obama"]
+    assert [f["name"] for f in by_file["biden.jpg"]] == ["Joe Biden"]
+    # Strangers in the group photos are never taken for an enrolled person.
+    strangers = [f for n, fs in by_file.items() if n.startswith("dlib_") for f in fs]
+    assert strangers and all(f["name"] == "unknown" for f in strangers)
+
+
+def test_recognize_video_and_annotate(enrolled, faces_dev, pipeline, tmp_path, capsys):
+    video = tmp_path / "door.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (640, 480))
+    for name in ("biden.jpg", "obama3.jpg"):
+        img = read_image(faces_dev / name)
+        canvas = kiosk_frame(img, pipeline.detector.detect(img)[0].box)
+        for _ in range(3):
+            writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    writer.release()
+    out_video = tmp_path / "annotated.mp4"
+    code, out, _ = run(capsys, "recognize", str(video), "--annotate", str(out_video))
+    assert code == EXIT_OK
+    names = [line.split("\t")[1] for line in out.splitlines()]
+    assert names == ["Joe Biden"] * 3 + ["Barack Obama"] * 3
+    assert out.splitlines()[4].startswith(f"{video}#4\t")
+    cap = cv2.VideoCapture(str(out_video))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    cap.release()
+
+
+def test_annotate_image_draws_on_the_face(enrolled, faces_dev, tmp_path, capsys):
+    out_img = tmp_path / "ann.png"
+    assert run(capsys, "recognize", str(faces_dev / "biden.jpg"), "--annotate", str(out_img))[0] == EXIT_OK
+    before, after = read_image(faces_dev / "biden.jpg"), read_image(out_img)
+    assert before.shape == after.shape
+    changed = np.any(before != after, axis=2)
+    assert 0.001 < changed.mean() < 0.2  # a box and a label, not a repaint
+
+
+def test_gallery_remove_and_export(enrolled, tmp_path, capsys):
+    code, out, _ = run(capsys, "gallery", "remove", "Joe Biden")
+    assert code == EXIT_OK and "1 template" in out
+    code, _, err = run(capsys, "gallery", "remove", "Joe Biden")
+    assert code == EXIT_ERROR and "Joe Biden" in err
+    export = tmp_path / "export.json"
+    assert run(capsys, "gallery", "export", str(export))[0] == EXIT_OK
+    doc = json.loads(export.read_text())
+    assert [p["name"] for p in doc["persons"]] == ["Barack Obama"]
+    assert len(doc["persons"][0]["templates"]) == 2
+
+
+def test_templates_of_another_model_are_reported_not_compared(db, faces_dev, pipeline, rgb, capsys):
+    emb = pipeline.process(rgb("obama.jpg"))[0].embedding
+    with Gallery(db) as g:
+        g.add_person("Old Model Obama")
+        g.add_templates("Old Model Obama", emb[None], model_sha="ab" * 32, masked=False)
+    code, out, err = run(capsys, "recognize", str(faces_dev / "obama.jpg"))
+    assert code == EXIT_OK
+    assert "1 template(s)" in err and "another embedder model" in err
+    assert "\tunknown\t" in out  # the identical face is not matched through a foreign template
+
+
+def test_folder_with_a_corrupt_image_reports_and_continues(enrolled, faces_dev, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(faces_dev / "biden.jpg", folder / "a.jpg")
+    (folder / "b.jpg").write_bytes(b"corrupt")
+    code, out, err = run(capsys, "recognize", str(folder))
+    assert code == EXIT_PARTIAL
+    assert "Joe Biden" in out and "b.jpg" in err and "1 unreadable" in err
+
+
+def test_bad_inputs_exit_with_clear_errors(db, tmp_path, capsys):
+    code, _, err = run(capsys, "recognize", str(tmp_path / "missing.jpg"))
+    assert code == EXIT_ERROR and "missing.jpg" in err
+    code, _, err = run(capsys, "recognize", str(tmp_path), "--models", str(tmp_path / "nomodels"))
+    assert code == EXIT_ERROR and "manifest not found" in err
+    bad = tmp_path / "x.jpg"
+    bad.write_bytes(b"nope")
+    code, _, err = run(capsys, "recognize", str(bad))
+    assert code == EXIT_ERROR and "x.jpg" in err
+    with pytest.raises(SystemExit) as e:
+        main(["recognize", "a.jpg", "--threshold", "7"])
+    assert e.value.code == 2
+
+
+def test_installed_entry_point(enrolled, faces_dev):
+    exe = shutil.which("edge-app") or str(__import__("pathlib").Path(sys.executable).parent / "edge-app")
+    res = subprocess.run([exe, "recognize", str(faces_dev / "biden.jpg"), "--json"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["faces"][0]["name"] == "Joe Biden"
