@@ -56,7 +56,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def stats(x: np.ndarray) -> dict[str, float]:
-    return {"min": round(float(x.min()), 5), "mean": round(float(x.mean()), 5), "n": int(len(x))}
+    return {"min": round(float(x.min()), 5), "mean": round(float(x.mean()), 5), "n": len(x)}
 
 
 def tflite_outputs(path: Path, chips: np.ndarray) -> np.ndarray:
@@ -127,7 +127,7 @@ def build_embedder(out: Path, ref: DlibReference, chips: Any, work: Path) -> tup
             "float_tflite_vs_dlib_max_abs_diff": float(np.abs(float_out - dlib_held).max()),
             "int8_vs_float_cosine_held_apart": stats(cosines(int8_out, float_out)),
             "int8_vs_dlib_cosine_held_apart": stats(cosines(int8_out, dlib_held)),
-            "calibration_chips": int(len(calib)),
+            "calibration_chips": len(calib),
             "chips_from": "dlib HOG + shape_predictor_5 + get_face_chip(150, 0.25) on the build images",
         },
     }

@@ -41,7 +41,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         # Warn when the new face already looks like somebody else: a mix-up at the desk is
         # cheaper to catch now than at the door.
         matcher = Matcher.from_gallery(g, ms.embedder_sha)
-        lookalikes = {}
+        lookalikes: dict[str, float] = {}
         if matcher.n_templates:
             for row in matcher.match_batch(emb, k=2):
                 for m in row:
@@ -52,7 +52,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         existed = any(p.name == args.name.strip() for p in g.list_persons())
         if not existed:
             g.add_person(args.name)
-        quality = [r.face.quality.sharpness if r.face else None for r in accepted]
+        quality = [r.face.quality.sharpness if r.face else 0.0 for r in accepted]
         sources = ", ".join(r.path.name for r in accepted)[:500]
         if args.replace and existed:
             ids = g.replace_person_templates(args.name, emb, model_sha=ms.embedder_sha, masked=False,

@@ -61,7 +61,7 @@ class Annotator:
         if self._writer is None:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             h, w = img.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.out), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            self._writer = cv2.VideoWriter(str(self.out), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise SourceError(f"cannot write video {self.out} (unsupported extension? use .mp4 or .avi)")
         self._writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import tensorflow as tf  # noqa: E402  (only the build extra installs TensorFlow)
+import tensorflow as tf
 
-from .dlib_resnet import DlibResNet  # noqa: E402
+from .dlib_resnet import DlibResNet
 
 Op = tuple[Any, ...]
 

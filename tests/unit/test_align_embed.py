@@ -64,7 +64,7 @@ def test_our_chip_matches_dlibs_chip_through_dlibs_own_descriptor(pipeline, dlib
 
 
 def test_int8_embedder_agrees_with_dlib_on_dlibs_chips(pipeline, dlib_ref, rgb):
-    chips = [fc.chip for n in PORTRAITS + ["dlib_2008_002506.jpg"] for fc in dlib_ref.faces(rgb(n), upsample=0)]
+    chips = [fc.chip for n in [*PORTRAITS, "dlib_2008_002506.jpg"] for fc in dlib_ref.faces(rgb(n), upsample=0)]
     assert len(chips) >= 7
     for chip in chips:
         ours = pipeline.embedder.embed(chip)
