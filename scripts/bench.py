@@ -43,21 +43,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_app.errors import ImageError  # noqa: E402
-from edge_app.imageio import IMAGE_EXTS, read_image  # noqa: E402
+from edge_app.imageio import read_image  # noqa: E402
 from edge_app.models import DETECTOR_KINDS, ModelSet  # noqa: E402
 from edge_app.vision.pipeline import Pipeline, StageTimes  # noqa: E402
 from edge_app.vision.runtime import runtime_name  # noqa: E402
+from scripts.common import DATA_ROOT, UsageError, image_files, run_main  # noqa: E402
 
 FRAME_W, FRAME_H = 640, 480
 STAGES = ("detect", "align", "quality", "embed", "total")
 DROPPED_SHOWN = 6  # in the text report; --json lists them all
 DLIB_WARMUP_MAX = 2  # dlib is slow and has no lazy set-up to amortise; a couple of calls pages in its models
-DATA_ROOT = Path(os.environ.get("EDGE_APP_DATA", ROOT.parent / "shared" / "data"))
 MASK_SUBDIR = Path("masks-chandrikadeb7") / "dataset" / "without_mask"
-
-
-class UsageError(Exception):
-    """Bad arguments or a missing data/models folder: exit code 2."""
 
 
 Progress = Callable[[Iterable[int], int, str], Iterable[int]]
@@ -130,10 +126,6 @@ def letterbox(rgb: np.ndarray, width: int = FRAME_W, height: int = FRAME_H) -> n
     x0, y0 = (width - nw) // 2, (height - nh) // 2
     canvas[y0:y0 + nh, x0:x0 + nw] = resized
     return canvas
-
-
-def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
 
 def spread_order(files: Sequence[Path], k: int) -> list[Path]:
@@ -469,23 +461,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)  # exits 2 itself on bad arguments
-    try:
+
+    def body() -> None:
         report, _ = run(args)
         if args.json:
             json.dump(report, sys.stdout, indent=2)
             sys.stdout.write("\n")
         else:
             print(text_report(report))
-    except UsageError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 1
-    except Exception as exc:  # any other failure: one clear line, exit 1
-        print(f"bench: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_main("bench", body)
 
 
 if __name__ == "__main__":

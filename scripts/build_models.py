@@ -15,7 +15,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import platform
 import shutil
 import sys
@@ -33,9 +32,10 @@ sys.path.insert(0, str(ROOT))
 from edge_app.vision.detector import FaceDetector  # noqa: E402
 from edge_app.vision.embedder import FaceEmbedder  # noqa: E402
 from edge_app.vision.runtime import TFLiteModel  # noqa: E402
+from scripts.common import DATA_ROOT, image_files  # noqa: E402
 from scripts.modelbuild import calibrate_align, dlib_resnet, dlib_tf  # noqa: E402
 from scripts.modelbuild.dlib_ref import DlibReference  # noqa: E402
-from scripts.modelbuild.faces import collect_chips, image_files  # noqa: E402
+from scripts.modelbuild.faces import collect_chips  # noqa: E402
 
 log = logging.getLogger("build_models")
 
@@ -156,7 +156,7 @@ def write_notices(out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("EDGE_APP_DATA", ROOT.parent / "shared" / "data")),
+    ap.add_argument("--data", type=Path, default=DATA_ROOT,
                     help="shared data folder (default $EDGE_APP_DATA or ../shared/data)")
     ap.add_argument("--out", type=Path, default=ROOT / "models_tflite")
     ap.add_argument("--step", type=int, default=3, help="use every N-th image of the large folders")

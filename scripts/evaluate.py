@@ -38,7 +38,6 @@ import argparse
 import csv
 import hashlib
 import json
-import os
 import re
 import sys
 import time
@@ -55,15 +54,11 @@ sys.path.insert(0, str(ROOT))
 from edge_app.errors import ImageError, InputNotFoundError  # noqa: E402
 from edge_app.imageio import is_image_path, read_image  # noqa: E402
 from scripts import evalkit  # noqa: E402
+from scripts.common import DATA_ROOT, UsageError, image_files, run_main  # noqa: E402
 
-DATA_ROOT = Path(os.environ.get("EDGE_APP_DATA", ROOT.parent / "shared" / "data"))
 FARS = (1e-2, 1e-3)
 TOP_PAIRS = 10  # highest impostor / lowest genuine pairs listed in the JSON (5 in the text)
 LABELED, DISTRACTOR, PAIRFILE = "labeled", "distractor", "pairfile"
-
-
-class UsageError(Exception):
-    """Bad arguments, a missing path or nothing to evaluate: exit code 2."""
 
 
 # ---------------------------------------------------------------- what to evaluate
@@ -131,7 +126,7 @@ def plan_folder(data: Path, label_regex: str | None, group_rx: re.Pattern[str] |
                 exclude: re.Pattern[str] | None, plan: Plan) -> None:
     if label_regex is not None:
         rx = compile_regex(label_regex, "--label-regex")
-        files = sorted(p for p in data.iterdir() if p.is_file() and is_image_path(p))
+        files = image_files(data)
         files = drop_excluded(files, data, exclude, plan)
         if not files:
             raise UsageError(f"no images in {data}")
@@ -679,7 +674,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def body() -> None:
         report = run(args)
         if args.json == "-":
             json.dump(report, sys.stdout, indent=2)
@@ -690,16 +686,8 @@ def main(argv: list[str] | None = None) -> int:
                 out = Path(args.json)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(report, indent=2) + "\n")
-    except UsageError as exc:
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("evaluate: interrupted", file=sys.stderr)
-        return 1
-    except Exception as exc:  # any other failure: one clear line, exit 1
-        print(f"evaluate: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_main("evaluate", body)
 
 
 if __name__ == "__main__":

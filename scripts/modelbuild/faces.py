@@ -16,13 +16,7 @@ from .dlib_ref import DlibFace, DlibReference
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 MAX_SIDE = 800  # HOG time grows with area; the faces in these sets are large enough at 800 px
-
-
-def image_files(folder: Path, step: int = 1) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-    return files[::step]
 
 
 def read_rgb(path: Path, max_side: int = MAX_SIDE) -> np.ndarray | None:

@@ -1,0 +1,38 @@
+"""What the scripts share: data location, image listing, the error -> exit-code wrapper."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from edge_app.imageio import IMAGE_EXTS
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("EDGE_APP_DATA", ROOT.parent / "shared" / "data"))
+
+
+class UsageError(Exception):
+    """Bad arguments, a missing path or nothing to do: exit code 2."""
+
+
+def image_files(folder: Path, step: int = 1) -> list[Path]:
+    """The images directly in folder, sorted by name, every step-th."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)[::step]
+
+
+def run_main(prog: str, body: Callable[[], None]) -> int:
+    """Run a script's body: 0 ok, 2 usage error, 1 anything else, each with one clear line on stderr."""
+    try:
+        body()
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 1
+    except Exception as exc:  # any other failure: one clear line, exit 1
+        print(f"{prog}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
