@@ -7,7 +7,7 @@ template from a blurred, tiny or turned face would make every later match of tha
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +67,3 @@ def embed_photo(pipeline: Pipeline, path: Path) -> PhotoResult:
         return PhotoResult(path, PhotoStatus.LOW_QUALITY,
                            "face fails quality gates: " + ", ".join(face.quality.reasons), face)
     return PhotoResult(path, PhotoStatus.OK, "ok", face)
-
-
-def embed_photos(pipeline: Pipeline, paths: Iterable[Path]) -> Iterator[PhotoResult]:
-    for path in paths:
-        yield embed_photo(pipeline, path)

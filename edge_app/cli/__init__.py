@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     # Library code only logs; the command line decides where it goes.
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if args.db is None and hasattr(args, "db"):
+    if getattr(args, "db", False) is None:
         args.db = default_gallery_path()
     try:
         return int(args.func(args))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -126,7 +127,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
-def _frames(source: FrameSource, every: int, max_frames: int | None):  # type: ignore[no-untyped-def]
+def _frames(source: FrameSource, every: int, max_frames: int | None) -> Iterator[Frame]:
     n = 0
     for frame in source:
         if frame.index % every:

@@ -38,9 +38,3 @@ class FaceEmbedder:
     def embed(self, chip: np.ndarray) -> np.ndarray:
         """One chip -> (dim,) unit vector."""
         return l2_normalize(self.model.run(self._input(chip))[0][0])
-
-    def embed_many(self, chips: list[np.ndarray] | np.ndarray) -> np.ndarray:
-        """(n, dim) unit vectors; the model has batch 1, so this loops."""
-        if len(chips) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        return np.stack([self.embed(c) for c in chips])

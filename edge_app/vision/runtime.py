@@ -98,9 +98,3 @@ class TFLiteModel:
                 y = (y.astype(np.float32) - spec.zero_point) * spec.scale
             outs.append(np.asarray(y, dtype=np.float32))
         return outs
-
-    def output_by_name(self, outs: list[np.ndarray], name: str) -> np.ndarray:
-        for spec, y in zip(self.outputs, outs, strict=True):
-            if spec.name == name or spec.name.endswith(name):
-                return y
-        raise KeyError(f"{self.path.name}: no output named {name!r}")
