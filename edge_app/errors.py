@@ -12,6 +12,10 @@ class ConfigError(EdgeAppError, ValueError):
     """A configuration value or key is wrong; the message names the key and the file."""
 
 
+class ConfigNotFoundError(ConfigError, FileNotFoundError):
+    """The configuration file does not exist; the message names the path."""
+
+
 class ModelError(EdgeAppError, RuntimeError):
     """A model file is unusable: wrong checksum, wrong shape, not loadable."""
 

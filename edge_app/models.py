@@ -20,6 +20,7 @@ from edge_app.errors import ModelError, ModelNotFoundError
 from edge_app.vision.align import TEMPLATE_POINTS, ChipGeometry
 from edge_app.vision.detector import FaceDetector
 from edge_app.vision.embedder import FaceEmbedder
+from edge_app.vision.mask import MaskClassifier
 from edge_app.vision.pipeline import Pipeline
 from edge_app.vision.quality import QualityConfig
 from edge_app.vision.runtime import TFLiteModel
@@ -28,6 +29,22 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "MANIFEST.json"
 DETECTOR_KINDS = {"short": "face_detector", "full": "face_detector_full"}
+MASK_CLASSIFIER = "mask_classifier"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Cosine thresholds of one embedder: plain probes against plain templates, masked probes
+    against plain + synthetic-masked templates; both set for the same target false accept rate."""
+
+    plain: float
+    masked: float
+    target_far: float
+    embedder_sha256: str
+
+
+# Used only with a manifest that has no calibration (a hand-built model set): conservative values.
+FALLBACK_THRESHOLDS = Thresholds(0.93, 0.93, 1e-3, "")
 
 
 def default_models_dir() -> Path:
@@ -104,14 +121,42 @@ class ModelSet:
         except (KeyError, ValueError) as exc:
             raise ModelError(f"{self.dir / MANIFEST}: bad chip template ({exc})") from exc
 
+    @property
+    def has_mask_classifier(self) -> bool:
+        return MASK_CLASSIFIER in self._entries
+
+    def thresholds(self) -> Thresholds:
+        """The cosine thresholds calibrated for this embedder (scripts/evaluate.py --masked --calibrate)."""
+        rec = self.manifest.get("recognition")
+        if rec is None:
+            log.warning("%s has no calibrated thresholds; using the built-in fallback", self.dir / MANIFEST)
+            return FALLBACK_THRESHOLDS
+        try:
+            t = Thresholds(float(rec["threshold"]), float(rec["masked_threshold"]),
+                           float(rec.get("target_far", 1e-3)), str(rec["embedder_sha256"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{self.dir / MANIFEST}: bad 'recognition' thresholds ({exc})") from exc
+        if t.embedder_sha256 != self.embedder_sha:
+            raise ModelError(f"{self.dir / MANIFEST}: thresholds were calibrated for embedder "
+                             f"{t.embedder_sha256[:12]}…, not {self.embedder_sha[:12]}…; recalibrate")
+        return t
+
     def pipeline(self, detector: str = "short", num_threads: int = 2, quality: QualityConfig | None = None,
                  eyes_only: bool = False, embed_low_quality: bool = True,
-                 min_score: float | None = None) -> Pipeline:
+                 min_score: float | None = None, mask: bool = True, mask_threshold: float = 0.5) -> Pipeline:
+        """The vision pipeline; with ``mask`` (and a classifier in the manifest) faces get a mask status."""
         if detector not in DETECTOR_KINDS:
             raise ModelError(f"unknown detector {detector!r}; choose one of {sorted(DETECTOR_KINDS)}")
         try:
             det = FaceDetector(self.load(DETECTOR_KINDS[detector], num_threads), min_score=min_score)
             emb = FaceEmbedder(self.load("face_embedder", num_threads))
+            clf = None
+            if mask and self.has_mask_classifier:
+                # One thread: the model is tiny and a second thread costs more than it saves.
+                clf = MaskClassifier(self.load(MASK_CLASSIFIER, 1))
+            elif mask:
+                log.warning("%s lists no %s: faces get no mask status", self.dir / MANIFEST, MASK_CLASSIFIER)
+            return Pipeline(det, emb, self.chip_geometry(), quality, eyes_only, embed_low_quality, clf,
+                            mask_threshold)
         except ValueError as exc:  # shape checks in vision/
             raise ModelError(str(exc)) from exc
-        return Pipeline(det, emb, self.chip_geometry(), quality, eyes_only, embed_low_quality)

@@ -1,29 +1,81 @@
-"""Pipeline + gallery matcher: a frame in, named faces out. Shared by the CLI and the daemon."""
+"""Pipeline + gallery matcher: a frame in, named faces out. Shared by the CLI and the daemon.
+
+Mask-aware matching: an unmasked face is compared with the plain templates only and accepted at
+``threshold``; a masked face (mask classifier p >= the pipeline's mask threshold) is compared with
+plain *and* synthetic-masked templates and accepted at ``masked_threshold``. Both thresholds are
+calibrated for the same false accept rate (MANIFEST.json "recognition", README "Accuracy").
+"""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 import numpy as np
 
 from edge_app.gallery.matcher import Match, Matcher
+from edge_app.models import FALLBACK_THRESHOLDS, Thresholds
 from edge_app.vision.pipeline import Face, Pipeline
 
-# Cosine similarity above which the best gallery match is taken as that person. Provisional,
-# from scripts/evaluate.py (README, "Accuracy"): above the max labelled-vs-stranger impostor (0.922),
-# below the min genuine (0.946) on the small labelled set; the mask issue recalibrates it.
-DEFAULT_THRESHOLD = 0.93
+# Kept for callers that want one number without a manifest (evaluate.py's pair mode, old tests).
+DEFAULT_THRESHOLD = FALLBACK_THRESHOLDS.plain
+
+
+class Reason(enum.Enum):
+    """Why a face was or was not accepted; stored with every door event."""
+
+    MATCH = "match"
+    UNKNOWN = "unknown"  # best score below the threshold, or an empty gallery
+    LOW_QUALITY = "low_quality"  # failed a quality gate: never matched
+    NO_MASK = "no_mask"  # recognised, but require_mask is on and no mask is worn
+
+
+@dataclass(frozen=True)
+class RecognitionPolicy:
+    threshold: float
+    masked_threshold: float
+    require_mask: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "masked_threshold"):
+            v = getattr(self, name)
+            if not -1.0 <= v <= 1.0:
+                raise ValueError(f"{name} is a cosine in [-1, 1], got {v}")
+
+    @classmethod
+    def from_thresholds(cls, t: Thresholds, require_mask: bool = False) -> RecognitionPolicy:
+        return cls(t.plain, t.masked, require_mask)
 
 
 @dataclass(frozen=True)
 class Recognition:
     face: Face
     match: Match | None  # best gallery match, whether or not it passed the threshold
-    threshold: float
+    threshold: float  # the one that applied: plain or masked
+    require_mask: bool = False
+
+    @property
+    def masked(self) -> bool:
+        return bool(self.face.masked)
 
     @property
     def known(self) -> bool:
+        """The face is this gallery person (identity only; see ``granted`` for require_mask)."""
         return self.match is not None and self.match.score >= self.threshold and self.face.quality.passed
+
+    @property
+    def reason(self) -> Reason:
+        if not self.face.quality.passed:
+            return Reason.LOW_QUALITY
+        if not self.known:
+            return Reason.UNKNOWN
+        if self.require_mask and not self.masked:
+            return Reason.NO_MASK
+        return Reason.MATCH
+
+    @property
+    def granted(self) -> bool:
+        return self.reason is Reason.MATCH
 
     @property
     def name(self) -> str:
@@ -33,15 +85,27 @@ class Recognition:
     def score(self) -> float | None:
         return None if self.match is None else self.match.score
 
+    @property
+    def mask_text(self) -> str:
+        p = self.face.mask_probability
+        if p is None:
+            return "n/a"
+        return f"{'yes' if self.masked else 'no'}({p:.2f})"
+
     def as_dict(self) -> dict[str, object]:
         d = self.face.detection
+        p = self.face.mask_probability
         return {
             "name": self.name,
             "known": self.known,
+            "granted": self.granted,
+            "reason": self.reason.value,
             "person_id": self.match.person_id if self.known and self.match else None,
             "score": None if self.score is None else round(self.score, 4),
+            "threshold": round(self.threshold, 4),
             "best_candidate": self.match.name if self.match else None,
-            "mask": "n/a" if self.face.mask_probability is None else round(self.face.mask_probability, 3),
+            "matched_masked_template": self.match.masked_template if self.match else None,
+            "mask": None if p is None else {"worn": self.masked, "probability": round(p, 3)},
             "box": [round(v, 1) for v in d.box],
             "detection_score": round(d.score, 3),
             "quality": self.face.quality.as_dict(),
@@ -49,18 +113,22 @@ class Recognition:
 
 
 class Recognizer:
-    def __init__(self, pipeline: Pipeline, matcher: Matcher, threshold: float = DEFAULT_THRESHOLD) -> None:
+    def __init__(self, pipeline: Pipeline, matcher: Matcher, policy: RecognitionPolicy | float) -> None:
         self.pipeline = pipeline
         self.matcher = matcher
-        self.threshold = threshold
+        # A bare number means one threshold for both (scripts and tests written before masks).
+        self.policy = policy if isinstance(policy, RecognitionPolicy) else RecognitionPolicy(policy, policy)
+
+    def match_face(self, face: Face) -> Recognition:
+        masked = bool(face.masked)
+        threshold = self.policy.masked_threshold if masked else self.policy.threshold
+        match = None
+        if face.embedding is not None and self.matcher.n_templates:
+            # Plain probes never see masked templates: those only exist to catch masked probes, and
+            # comparing a bare face with them would raise the impostor scores the threshold is set for.
+            best = self.matcher.match(face.embedding, k=1, use_masked=None if masked else False)
+            match = best[0] if best else None
+        return Recognition(face, match, threshold, self.policy.require_mask)
 
     def recognize(self, frame: np.ndarray, max_faces: int | None = None) -> list[Recognition]:
-        faces = self.pipeline.process(frame, max_faces)
-        out = []
-        for face in faces:
-            match = None
-            if face.embedding is not None and self.matcher.n_templates:
-                best = self.matcher.match(face.embedding, k=1)
-                match = best[0] if best else None
-            out.append(Recognition(face, match, self.threshold))
-        return out
+        return [self.match_face(face) for face in self.pipeline.process(frame, max_faces)]

@@ -145,6 +145,8 @@ def write_notices(out: Path) -> None:
         "- `face_embedder.tflite`: converted from dlib_face_recognition_resnet_model_v1.dat by Davis King,",
         "  public domain / CC0 1.0 Universal (PyPI package face-recognition-models). The conversion is ours",
         "  (scripts/build_models.py) and adds no restriction.",
+        "- `mask_classifier.tflite`: trained by us (scripts/train_mask.py) on the masks-chandrikadeb7 data set",
+        "  (MIT) and synthetic masks; MIT, like this project.",
         "",
     ]
     (out / "LICENSES.md").write_text("\n".join(text))
@@ -201,6 +203,15 @@ def main(argv: list[str] | None = None) -> int:
         theirs = np.array([ref.descriptor(p.dlib.chip) for p in held])
         entry["alignment"][f"int8_pipeline_vs_dlib_pipeline_cosine_{mode}"] = stats(cosines(ours, theirs))
     manifest["models"]["face_embedder"] = entry
+    # Entries made by other scripts (train_mask.py, evaluate.py --calibrate) survive a rebuild;
+    # thresholds calibrated for another embedder are dropped, as ModelSet would refuse them.
+    old_path = args.out / "MANIFEST.json"
+    if old_path.is_file():
+        old = json.loads(old_path.read_text())
+        for name, other in old.get("models", {}).items():
+            manifest["models"].setdefault(name, other)
+        if old.get("recognition", {}).get("embedder_sha256") == entry["sha256"]:
+            manifest["recognition"] = old["recognition"]
     write_notices(args.out)
     (args.out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(json.dumps({k: v.get("agreement", v.get("precision")) for k, v in manifest["models"].items()}, indent=2))

@@ -624,7 +624,72 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--json", metavar="PATH", help="write everything as JSON ('-': to stdout instead of the text)")
     ap.add_argument("--roc", type=Path, metavar="PATH.png", help="write the ROC curve")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m = ap.add_argument_group("masked faces (--masked: the gallery protocol of scripts/evalmask.py on the "
+                              "identity-labelled faces of $EDGE_APP_DATA; DATA and the pair options do not apply)")
+    m.add_argument("--masked", action="store_true",
+                   help="plain / masked / mask-augmented gallery scenarios, thresholds calibrated on half the people")
+    m.add_argument("--enrol", default="1,3,5", metavar="K,K,...", help="enrolment photos per person (default 1,3,5)")
+    m.add_argument("--masked-templates", type=int, default=3, metavar="N",
+                   help="synthetic-masked templates per enrolment photo (default 3, as the device)")
+    m.add_argument("--target-far", type=float, default=1e-3, help="FAR the thresholds are calibrated for")
+    m.add_argument("--calibrate", action="store_true",
+                   help="write the calibrated thresholds into the models' MANIFEST.json ('recognition')")
+    m.add_argument("--data-root", type=Path, default=None, help="shared data folder (default $EDGE_APP_DATA)")
     return ap.parse_args(argv)
+
+
+def run_masked(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from tqdm import tqdm
+
+    from edge_app.models import MANIFEST, ModelSet
+    from scripts import evalmask, facedata
+
+    try:
+        counts = sorted({int(k) for k in args.enrol.split(",")})
+    except ValueError:
+        raise UsageError(f"--enrol takes comma-separated counts like 1,3,5, got {args.enrol!r}") from None
+    if not counts or counts[0] < 1 or counts[-1] > 10:
+        raise UsageError(f"--enrol counts must be in 1..10, got {args.enrol!r}")
+    if not 0 <= args.masked_templates <= 10:
+        raise UsageError(f"--masked-templates must be in 0..10, got {args.masked_templates}")
+    if not 0 < args.target_far < 1:
+        raise UsageError(f"--target-far must be in (0, 1), got {args.target_far}")
+    try:
+        files = [(p, m) for p, m in facedata.mask_set_files(args.data_root or DATA_ROOT) if not m]
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
+    ms = ModelSet(args.models)
+    pipe = ms.pipeline(detector=args.detector, num_threads=args.threads)
+
+    def progress(it: Any, desc: str, total: int) -> Any:
+        return tqdm(it, desc=desc, total=total, unit="face", file=sys.stderr, disable=args.no_progress, leave=False)
+
+    faces, skipped = facedata.collect(pipe, pipe.geometry, files, lambda it: progress(it, "faces", len(files)))
+    report, plot = evalmask.evaluate(pipe, faces, counts, args.masked_templates, args.target_far, progress)
+    report["images_without_face"] = len(skipped)
+    report["embedder_sha256"] = ms.embedder_sha
+    if args.roc is not None:
+        args.roc.parent.mkdir(parents=True, exist_ok=True)
+        evalmask.plot_roc(plot, report, args.roc)
+        report["roc_png"] = str(args.roc)
+    if args.calibrate:
+        path = ms.dir / MANIFEST
+        manifest = json.loads(path.read_text())
+        cal = report["calibration"]
+        manifest["recognition"] = {
+            **cal["thresholds"], "target_far": args.target_far, "embedder_sha256": ms.embedder_sha,
+            "derivation": cal["rule"] + "; scripts/evaluate.py --masked --calibrate",
+            "calibration_people": report["people"]["calibrate"],
+            "impostor_pairs": cal["impostor_pairs"],
+            "per_enrol_count": cal["per_enrol_count"],
+            "test_half": {k: {sc: {"rank1": row[sc]["rank1"]["rate"],
+                                   **{f"at_calibrated_{m}": row[sc]["at_calibrated"]["calibrated"][m]
+                                      for m in ("tar", "far")}}
+                              for sc in evalmask.SCENARIOS} for k, row in report["test"].items()},
+        }
+        path.write_text(json.dumps(manifest, indent=2) + "\n")
+        report["written_to"] = str(path)
+    return report, evalmask.text(report)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -676,6 +741,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body() -> None:
+        if args.masked:
+            report, text = run_masked(args)
+            if args.json == "-":
+                json.dump(report, sys.stdout, indent=2)
+                sys.stdout.write("\n")
+                return
+            print(text)
+            if args.json:
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+            return
         report = run(args)
         if args.json == "-":
             json.dump(report, sys.stdout, indent=2)

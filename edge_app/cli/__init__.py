@@ -46,18 +46,26 @@ def _unit_float(text: str) -> float:
     return value
 
 
+def _count_0_10(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"must be in 0..10, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edge_app.cli import gallery_cmds, recognize
-    from edge_app.recognizer import DEFAULT_THRESHOLD
 
     common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="TOML settings (README \"Configuration\"); flags override it")
     common.add_argument("--db", type=Path, default=None,
                         help="gallery SQLite file (default $EDGE_APP_GALLERY or ~/.local/share/edge-app/gallery.db)")
     common.add_argument("--models", type=Path, default=None,
                         help="models folder with MANIFEST.json (default: the bundled models, or $EDGE_APP_MODELS)")
-    common.add_argument("--threads", type=_positive_int, default=2, help="inference threads (default 2)")
-    common.add_argument("--detector", choices=("short", "full"), default="short",
-                        help="BlazeFace short range (kiosk, < 2 m) or full range (group photos, < 5 m)")
+    common.add_argument("--threads", type=_positive_int, default=None, help="inference threads (default 2)")
+    common.add_argument("--detector", choices=("short", "full"), default=None,
+                        help="BlazeFace short range (kiosk, < 2 m; default) or full range (group photos, < 5 m)")
     common.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     common.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
 
@@ -69,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="person's name (unique in the gallery)")
     p.add_argument("photos", nargs="+", metavar="PHOTO|DIR", help="photos of that person, or folders of them")
     p.add_argument("--replace", action="store_true", help="replace the person's templates instead of adding")
-    p.set_defaults(func=gallery_cmds.cmd_enroll, threshold=DEFAULT_THRESHOLD)
+    p.add_argument("--masked-templates", type=_count_0_10, default=None, metavar="N",
+                   help="synthetic-masked templates stored per photo, for recognition in a mask (default 3)")
+    p.set_defaults(func=gallery_cmds.cmd_enroll)
 
     p = sub.add_parser("gallery", help="list, remove or export persons")
     gsub = p.add_subparsers(dest="gallery_command", required=True, metavar="ACTION")
@@ -85,8 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recognize", parents=[common],
                        help="recognise faces in an image, a folder, a video file, a camera index or a stream URL")
     p.add_argument("source", help="image, folder, video file, camera index (0) or rtsp:// / http:// URL")
-    p.add_argument("--threshold", type=_unit_float, default=DEFAULT_THRESHOLD,
-                   help=f"cosine similarity to accept a match (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--threshold", type=_unit_float, default=None,
+                   help="cosine similarity to accept an unmasked face (default: calibrated, in MANIFEST.json)")
+    p.add_argument("--masked-threshold", type=_unit_float, default=None,
+                   help="cosine similarity to accept a masked face (default: calibrated, in MANIFEST.json)")
+    p.add_argument("--require-mask", action="store_true",
+                   help="report recognised faces without a mask as refused (reason no_mask)")
     p.add_argument("--annotate", type=Path, metavar="OUT",
                    help="write boxes and names: an image (or folder for a folder input) or a video file")
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames")
@@ -101,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     # Library code only logs; the command line decides where it goes.
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if getattr(args, "db", False) is None:
-        args.db = default_gallery_path()
     try:
+        if getattr(args, "db", False) is None:
+            from edge_app.cli.common import settings
+
+            args.db = settings(args).gallery.path or default_gallery_path()
         return int(args.func(args))
     except EdgeAppError as exc:
         print(f"edge-app: error: {exc}", file=sys.stderr)

@@ -1,4 +1,8 @@
-"""Helpers shared by the subcommands: models, gallery, progress bars, JSON output."""
+"""Helpers shared by the subcommands: settings, models, gallery, progress bars, JSON output.
+
+Precedence of every setting: command-line flag, then the --config file, then what the models'
+manifest recommends (thresholds), then the built-in default.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,52 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from edge_app.config import DEFAULT, Config, load_config
 from edge_app.gallery.store import Gallery
 from edge_app.models import ModelSet
+from edge_app.recognizer import RecognitionPolicy
 from edge_app.vision.pipeline import Pipeline
 
 T = TypeVar("T")
 
 
+def settings(args: argparse.Namespace) -> Config:
+    cached = getattr(args, "_config", None)
+    if isinstance(cached, Config):
+        return cached
+    path = getattr(args, "config", None)
+    cfg = load_config(path) if path is not None else DEFAULT
+    args._config = cfg
+    return cfg
+
+
 def models(args: argparse.Namespace) -> ModelSet:
-    return ModelSet(args.models)
+    return ModelSet(args.models if args.models is not None else settings(args).models.dir)
 
 
 def pipeline(args: argparse.Namespace, ms: ModelSet) -> Pipeline:
-    return ms.pipeline(detector=args.detector, num_threads=args.threads)
+    rc = settings(args).recognition
+    return ms.pipeline(detector=args.detector or rc.detector, num_threads=args.threads or rc.threads,
+                       mask_threshold=rc.mask_probability)
+
+
+def policy(args: argparse.Namespace, ms: ModelSet) -> RecognitionPolicy:
+    rc = settings(args).recognition
+    calibrated = ms.thresholds()
+
+    def pick(flag: float | None, configured: float | None, default: float) -> float:
+        return flag if flag is not None else configured if configured is not None else default
+
+    return RecognitionPolicy(
+        pick(getattr(args, "threshold", None), rc.threshold, calibrated.plain),
+        pick(getattr(args, "masked_threshold", None), rc.masked_threshold, calibrated.masked),
+        bool(getattr(args, "require_mask", False) or rc.require_mask),
+    )
+
+
+def masked_templates_per_photo(args: argparse.Namespace) -> int:
+    n = getattr(args, "masked_templates", None)
+    return int(n) if n is not None else settings(args).recognition.masked_templates_per_photo
 
 
 def gallery(args: argparse.Namespace) -> Gallery:

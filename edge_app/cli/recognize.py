@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from edge_app.cli import EXIT_OK, EXIT_PARTIAL
-from edge_app.cli.common import emit_json, gallery, models, pipeline, progress, say
+from edge_app.cli.common import emit_json, gallery, models, pipeline, policy, progress, say
 from edge_app.errors import SourceError
 from edge_app.gallery.matcher import Matcher
 from edge_app.hardware.camera import Frame, FrameSource, ImageSource, open_source
@@ -27,11 +27,13 @@ def annotate(image: np.ndarray, recs: list[Recognition]) -> np.ndarray:
         if not r.face.quality.passed:
             colour = (160, 160, 160)
         else:
-            colour = (0, 200, 0) if r.known else (220, 30, 30)
+            colour = (0, 200, 0) if r.granted else (255, 140, 0) if r.known else (220, 30, 30)
         cv2.rectangle(out, (x0, y0), (x1, y1), colour, thick)
         label = r.name if r.face.quality.passed else "low quality: " + ",".join(r.face.quality.reasons)
         if r.score is not None:
             label += f" {r.score:.2f}"
+        if r.face.masked is not None:
+            label += " mask" if r.masked else " no mask"
         scale = 0.4 * thick
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
         ty = max(th + base, y0 - 2)
@@ -77,8 +79,8 @@ def _line(frame: Frame, multi: bool, r: Recognition) -> str:
     score = "-" if r.score is None else f"{r.score:.3f}"
     box = ",".join(str(round(v)) for v in r.face.detection.box)
     quality = "ok" if r.face.quality.passed else "low:" + ",".join(r.face.quality.reasons)
-    mask = "n/a" if r.face.mask_probability is None else f"{r.face.mask_probability:.2f}"
-    return f"{where}\t{r.name}\tscore={score}\tmask={mask}\tbox={box}\tquality={quality}"
+    return (f"{where}\t{r.name}\tscore={score}\tmask={r.mask_text}\tbox={box}\tquality={quality}"
+            f"\tdecision={'granted' if r.granted else 'refused'}:{r.reason.value}")
 
 
 def cmd_recognize(args: argparse.Namespace) -> int:
@@ -91,7 +93,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
             "and are ignored; re-enrol those persons")
     if not matcher.n_templates:
         say(f"note: gallery {args.db} has no templates; every face will be unknown")
-    rec = Recognizer(pipe, matcher, args.threshold)
+    rec = Recognizer(pipe, matcher, policy(args, ms))
     source = open_source(args.source)
     video = not isinstance(source, ImageSource)
     annotator = Annotator(args.annotate, source) if args.annotate else None

@@ -10,6 +10,7 @@ import numpy as np
 from edge_app.vision.align import ChipGeometry, align
 from edge_app.vision.detector import Detection, FaceDetector
 from edge_app.vision.embedder import FaceEmbedder
+from edge_app.vision.mask import MaskClassifier
 from edge_app.vision.quality import Quality, QualityConfig, assess
 
 
@@ -19,7 +20,8 @@ class Face:
     quality: Quality
     chip: np.ndarray = field(repr=False)
     embedding: np.ndarray | None = field(repr=False)  # None when the face was not embedded
-    mask_probability: float | None = None  # filled once the mask classifier exists
+    mask_probability: float | None = None  # None when the pipeline has no mask classifier
+    masked: bool | None = None  # mask_probability >= the pipeline's mask threshold
 
 
 @dataclass
@@ -29,6 +31,7 @@ class StageTimes:
     detect: list[float] = field(default_factory=list)
     align: list[float] = field(default_factory=list)
     quality: list[float] = field(default_factory=list)
+    mask: list[float] = field(default_factory=list)
     embed: list[float] = field(default_factory=list)
     total: list[float] = field(default_factory=list)
 
@@ -36,7 +39,8 @@ class StageTimes:
 class Pipeline:
     def __init__(self, detector: FaceDetector, embedder: FaceEmbedder, geometry: ChipGeometry,
                  quality: QualityConfig | None = None, eyes_only: bool = False,
-                 embed_low_quality: bool = True) -> None:
+                 embed_low_quality: bool = True, mask_classifier: MaskClassifier | None = None,
+                 mask_threshold: float = 0.5) -> None:
         if embedder.chip_size != geometry.size:
             raise ValueError(f"embedder takes {embedder.chip_size}px chips, geometry is {geometry.size}px")
         self.detector = detector
@@ -47,6 +51,10 @@ class Pipeline:
         # Enrolment and batch recognition want embeddings of every face; the door may skip
         # faces that fail the gates to save time.
         self.embed_low_quality = embed_low_quality
+        self.mask_classifier = mask_classifier
+        if not 0.0 < mask_threshold < 1.0:
+            raise ValueError(f"mask threshold is a probability in (0, 1), got {mask_threshold}")
+        self.mask_threshold = mask_threshold
         self.times: StageTimes | None = None
 
     def process(self, frame: np.ndarray, max_faces: int | None = None) -> list[Face]:
@@ -58,21 +66,38 @@ class Pipeline:
         if max_faces is not None:
             detections = detections[:max_faces]
         faces = []
-        t_align = t_quality = t_embed = 0.0
+        t_align = t_quality = t_mask = t_embed = 0.0
         for det in detections:
             a = time.perf_counter()
-            chip = align(frame, det.keypoints, self.geometry, self.eyes_only)
+            # The mask classifier was trained on eyes-aligned chips; a masked face is also embedded
+            # from one, because its nose and mouth keypoints are guesses under the mask.
+            need_eyes = self.eyes_only or self.mask_classifier is not None
+            eyes_chip = align(frame, det.keypoints, self.geometry, eyes_only=True) if need_eyes else None
             b = time.perf_counter()
-            q = assess(chip, det.keypoints, self.quality)
+            p_mask = masked = None
+            if self.mask_classifier is not None and eyes_chip is not None:
+                p_mask = self.mask_classifier.probability(eyes_chip)
+                masked = p_mask >= self.mask_threshold
             c = time.perf_counter()
-            emb = self.embedder.embed(chip) if (q.passed or self.embed_low_quality) else None
+            if eyes_chip is not None and (self.eyes_only or masked):
+                chip = eyes_chip
+            else:
+                chip = align(frame, det.keypoints, self.geometry, eyes_only=False)
             d = time.perf_counter()
-            t_align, t_quality, t_embed = t_align + b - a, t_quality + c - b, t_embed + d - c
-            faces.append(Face(det, q, chip, emb))
+            q = assess(chip, det.keypoints, self.quality)
+            e = time.perf_counter()
+            emb = self.embedder.embed(chip) if (q.passed or self.embed_low_quality) else None
+            f = time.perf_counter()
+            t_align += (b - a) + (d - c)
+            t_mask += c - b
+            t_quality += e - d
+            t_embed += f - e
+            faces.append(Face(det, q, chip, emb, p_mask, masked))
         if self.times is not None:
             self.times.detect.append((t1 - t0) * 1e3)
             self.times.align.append(t_align * 1e3)
             self.times.quality.append(t_quality * 1e3)
+            self.times.mask.append(t_mask * 1e3)
             self.times.embed.append(t_embed * 1e3)
             self.times.total.append((time.perf_counter() - t0) * 1e3)
         return faces

@@ -1,0 +1,290 @@
+"""Strict TOML configuration, read into frozen dataclasses.
+
+Validation is generic: each section is a dataclass, each key one of its fields, and the
+field's type plus an optional ``rule(...)`` in its metadata say what is accepted. Adding a
+section is one dataclass and one field on ``Config``; no per-key code. Every error names
+the file, the section and the key, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_app.errors import ConfigError, ConfigNotFoundError
+
+__all__ = [
+    "DEFAULT",
+    "Config",
+    "GalleryConfig",
+    "ModelsConfig",
+    "RecognitionConfig",
+    "describe",
+    "load_config",
+    "parse_config",
+]
+
+log = logging.getLogger(__name__)
+
+_RULE = "edge_app.config.rule"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Limits on a value beyond its type: a numeric range or a set of choices."""
+
+    lo: float | None = None
+    hi: float | None = None
+    exclusive: bool = False  # both ends excluded: (lo, hi) rather than [lo, hi]
+    choices: tuple[str, ...] = ()
+
+
+def rule(lo: float | None = None, hi: float | None = None, *, exclusive: bool = False,
+         choices: tuple[str, ...] = ()) -> Mapping[str, Rule]:
+    """Field metadata for ``field(metadata=rule(...))``."""
+    return {_RULE: Rule(lo, hi, exclusive, choices)}
+
+
+@dataclass(frozen=True)
+class RecognitionConfig:
+    # None: use the value the models' manifest recommends for the bundled embedder.
+    threshold: float | None = field(default=None, metadata=rule(-1, 1))
+    masked_threshold: float | None = field(default=None, metadata=rule(-1, 1))
+    mask_probability: float = field(default=0.5, metadata=rule(0, 1, exclusive=True))
+    require_mask: bool = False
+    masked_templates_per_photo: int = field(default=3, metadata=rule(0, 10))
+    detector: str = field(default="short", metadata=rule(choices=("short", "full")))
+    threads: int = field(default=2, metadata=rule(lo=1))
+
+
+@dataclass(frozen=True)
+class GalleryConfig:
+    path: Path | None = None  # None: the CLI's default location
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    dir: Path | None = None  # None: EDGE_APP_MODELS or the bundled models
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every field whose type is a dataclass is a ``[section]`` of the file."""
+
+    recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
+    gallery: GalleryConfig = field(default_factory=GalleryConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    # Where it was read from; not compared, so equal settings are equal configs.
+    source: Path | None = field(default=None, compare=False)
+
+
+DEFAULT = Config()
+
+_SCALARS = (bool, int, float, str, Path)
+
+
+@dataclass(frozen=True)
+class _Key:
+    type: type
+    rule: Rule
+
+
+def _schema() -> dict[str, tuple[type, dict[str, _Key]]]:
+    """Section name -> (dataclass, key name -> accepted type and rule); checked at import."""
+    schema: dict[str, tuple[type, dict[str, _Key]]] = {}
+    for sec in fields(Config):
+        cls = typing.get_type_hints(Config)[sec.name]
+        if not (isinstance(cls, type) and is_dataclass(cls)):
+            continue
+        hints = typing.get_type_hints(cls)
+        keys: dict[str, _Key] = {}
+        for f in fields(cls):
+            # TOML has no null, so "X | None" only means "may be left out": accept X.
+            args = [a for a in typing.get_args(hints[f.name]) if a is not types.NoneType]
+            typ = args[0] if len(args) == 1 else hints[f.name]
+            if typ not in _SCALARS:
+                raise TypeError(f"config: {cls.__name__}.{f.name}: unsupported type {hints[f.name]!r}")
+            keys[f.name] = _Key(typ, f.metadata.get(_RULE, Rule()))
+        schema[sec.name] = (cls, keys)
+    return schema
+
+
+_SCHEMA = _schema()
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _expected(key: _Key) -> str:
+    r = key.rule
+    if key.type is bool:
+        return "true or false"
+    if r.choices:
+        return "one of " + ", ".join(f'"{c}"' for c in r.choices)
+    if key.type is str:
+        return "a string"
+    if key.type is Path:
+        return "a path (a non-empty string)"
+    what = "an integer" if key.type is int else "a number"
+    if r.lo is not None and r.hi is not None:
+        if key.type is int and not r.exclusive:
+            return f"{what} in {_num(r.lo)}..{_num(r.hi)}"
+        return f"{what} in {'(' if r.exclusive else '['}{_num(r.lo)}, {_num(r.hi)}{')' if r.exclusive else ']'}"
+    if r.lo is not None:
+        return f"{what} {'>' if r.exclusive else '>='} {_num(r.lo)}"
+    if r.hi is not None:
+        return f"{what} {'<' if r.exclusive else '<='} {_num(r.hi)}"
+    return what
+
+
+def _toml_str(s: str) -> str:
+    out = []
+    for ch in s:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:  # TOML forbids raw control characters in strings
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _show(value: object) -> str:
+    """How a found value is quoted in a message: as it looked in the file."""
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _toml_str(value)
+    return str(value)
+
+
+def _in_range(x: float, r: Rule) -> bool:
+    if r.lo is not None and (x <= r.lo if r.exclusive else x < r.lo):
+        return False
+    return not (r.hi is not None and (x >= r.hi if r.exclusive else x > r.hi))
+
+
+def _convert(value: object, key: _Key, base: Path) -> tuple[bool, Any]:
+    """(ok, converted value). bool is an int in Python but never a number here."""
+    t, r = key.type, key.rule
+    if t is bool:
+        return isinstance(value, bool), value
+    if isinstance(value, bool):
+        return False, None
+    if t is int:
+        return isinstance(value, int) and _in_range(value, r), value
+    if t is float:
+        if not isinstance(value, int | float):
+            return False, None
+        x = float(value)  # TOML "1" is an integer; a threshold of 1 is fine
+        return math.isfinite(x) and _in_range(x, r), x
+    if not isinstance(value, str):
+        return False, None
+    if t is str:
+        return not r.choices or value in r.choices, value
+    if not value.strip():
+        return False, None
+    return True, base / Path(value).expanduser()  # an absolute path replaces base
+
+
+_QUOTED, _BRACKETED = '"{}"', "[{}]"
+
+
+def _suggest(name: str, known: list[str], fmt: str) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return "did you mean " + fmt.format(close[0]) + "?"
+    return "known: " + ", ".join(fmt.format(k) for k in sorted(known))
+
+
+def _section(name: str, table: object, label: str, base: Path) -> object:
+    cls, keys = _SCHEMA[name]
+    where = f"{label}: [{name}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table (a [{name}] section), got {_show(table)}")
+    values: dict[str, Any] = {}
+    for k, v in table.items():
+        if k not in keys:
+            raise ConfigError(f"{where} {k}: unknown key, {_suggest(k, list(keys), _QUOTED)}")
+        ok, values[k] = _convert(v, keys[k], base)
+        if not ok:
+            raise ConfigError(f"{where} {k}: expected {_expected(keys[k])}, got {_show(v)}")
+    return cls(**values)
+
+
+def parse_config(text: str, source: str | Path = "<string>") -> Config:
+    """Parse TOML text. ``source`` names the file in messages and anchors relative paths;
+    a pseudo-name like ``"<string>"`` anchors them at the current directory instead."""
+    label = str(source)
+    pseudo = isinstance(source, str) and source.startswith("<") and source.endswith(">")
+    path = None if pseudo else Path(source).absolute()
+    base = Path.cwd() if path is None else path.parent
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:  # its message carries "(at line L, column C)"
+        raise ConfigError(f"{label}: invalid TOML: {e}") from e
+    sections: dict[str, Any] = {}
+    for k, v in doc.items():
+        if k in _SCHEMA:
+            sections[k] = _section(k, v, label, base)
+        elif not isinstance(v, dict | list):
+            owners = [f"[{s}]" for s, (_, keys) in _SCHEMA.items() if k in keys]
+            hint = f"it belongs in {' or '.join(owners)}" if owners else \
+                "settings belong in a section: " + ", ".join(f"[{s}]" for s in sorted(_SCHEMA))
+            raise ConfigError(f"{label}: {k}: a top-level key is not allowed, {hint}")
+        else:
+            raise ConfigError(f"{label}: [{k}]: unknown section, {_suggest(k, list(_SCHEMA), _BRACKETED)}")
+    return Config(**sections, source=path)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and parse a config file; every failure is a ConfigError naming the file."""
+    p = Path(path).expanduser()
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError as e:
+        raise ConfigNotFoundError(f"{p}: config file not found") from e
+    except OSError as e:  # a directory, no permission, I/O error
+        raise ConfigError(f"{p}: cannot read config file: {e.strerror or e}") from e
+    try:
+        text = data.decode("utf-8-sig")  # TOML is UTF-8; tolerate the BOM some editors write
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (bad byte at offset {e.start})") from e
+    config = parse_config(text, p)
+    log.debug("config loaded from %s", config.source)
+    return config
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)  # repr of a finite float is valid TOML and round-trips exactly
+    return _toml_str(str(value))
+
+
+def describe(config: Config) -> str:
+    """The effective configuration as TOML (None values left out); parses back to ``config``."""
+    lines = [f"# effective configuration, read from {_toml_str(str(config.source))}" if config.source
+             else "# effective configuration (defaults and given values)"]
+    for name in _SCHEMA:
+        lines += ["", f"[{name}]"]
+        section = getattr(config, name)
+        for f in fields(section):
+            value = getattr(section, f.name)
+            if value is not None:
+                lines.append(f"{f.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
