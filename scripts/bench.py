@@ -50,7 +50,7 @@ from edge_app.vision.runtime import runtime_name  # noqa: E402
 from scripts.common import DATA_ROOT, UsageError, image_files, run_main  # noqa: E402
 
 FRAME_W, FRAME_H = 640, 480
-STAGES = ("detect", "align", "quality", "embed", "total")
+STAGES = ("detect", "align", "mask", "quality", "embed", "total")
 DROPPED_SHOWN = 6  # in the text report; --json lists them all
 DLIB_WARMUP_MAX = 2  # dlib is slow and has no lazy set-up to amortise; a couple of calls pages in its models
 MASK_SUBDIR = Path("masks-chandrikadeb7") / "dataset" / "without_mask"
@@ -374,8 +374,8 @@ def plot(report: dict[str, Any], series: dict[str, list[float]], path: Path) -> 
     matplotlib.use("Agg")  # no display on the kiosk or in CI
     import matplotlib.pyplot as plt
 
-    colors = {"detect": "tab:blue", "align": "tab:green", "quality": "tab:purple", "embed": "tab:orange",
-              "total": "black", "dlib total": "tab:red"}
+    colors = {"detect": "tab:blue", "align": "tab:green", "mask": "tab:brown", "quality": "tab:purple",
+              "embed": "tab:orange", "total": "black", "dlib total": "tab:red"}
     has_dlib = "dlib total" in series
     fig, axes = plt.subplots(2 if has_dlib else 1, 1, figsize=(8, 7.5 if has_dlib else 4.5), dpi=120, squeeze=False)
     # Stages span ~0.05 ms (quality) to tens of ms (embed) and dlib ~1 s: only a log axis shows them all.

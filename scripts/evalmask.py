@@ -191,8 +191,16 @@ def rank1(scores: np.ndarray, pid: np.ndarray) -> dict[str, Any]:
     return {"rate": round(hits / int(labelled.sum()), 4), "hits": hits, "n": int(labelled.sum())}
 
 
+class NotEnoughPairs(ValueError):
+    """Too few impostor pairs to place a threshold at the target FAR."""
+
+
 def threshold_at(impostor: np.ndarray, far: float) -> float:
-    return evalkit.tar_at_far(np.array([1.0]), impostor, far).threshold
+    op = evalkit.tar_at_far(np.array([1.0]), impostor, far)
+    if op.threshold is None:
+        raise NotEnoughPairs(f"cannot calibrate at FAR {far:g}: {op.reason}; add people or strangers, "
+                             "or ask for a higher --target-far")
+    return op.threshold
 
 
 def summarise(scores: np.ndarray, pid: np.ndarray, thresholds: dict[str, float] | None) -> dict[str, Any]:
@@ -309,6 +317,9 @@ def text(report: dict[str, Any]) -> str:
         lines.append(f"    mask status: masked probes called masked {ms['masked_probes_called_masked']['rate']}, "
                      f"plain probes called unmasked {ms['plain_probes_called_unmasked']['rate']}; "
                      f"masked probes the detector missed: {row['masked_probes_lost_by_detector']}")
+    lines += ["", "for a site's config.toml (edge-app --config):", "[recognition]",
+              f"threshold = {cal['thresholds']['threshold']}",
+              f"masked_threshold = {cal['thresholds']['masked_threshold']}"]
     return "\n".join(lines)
 
 

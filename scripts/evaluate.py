@@ -635,6 +635,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     m.add_argument("--calibrate", action="store_true",
                    help="write the calibrated thresholds into the models' MANIFEST.json ('recognition')")
     m.add_argument("--data-root", type=Path, default=None, help="shared data folder (default $EDGE_APP_DATA)")
+    m.add_argument("--people", type=Path, default=None, metavar="DIR",
+                   help="your own photos instead: DIR/<person>/<photo>; photos directly in DIR are strangers. "
+                        "Calibrate a site's thresholds on the people who use it")
     return ap.parse_args(argv)
 
 
@@ -654,18 +657,31 @@ def run_masked(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         raise UsageError(f"--masked-templates must be in 0..10, got {args.masked_templates}")
     if not 0 < args.target_far < 1:
         raise UsageError(f"--target-far must be in (0, 1), got {args.target_far}")
-    try:
-        files = [(p, m) for p, m in facedata.mask_set_files(args.data_root or DATA_ROOT) if not m]
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from exc
+    identity = None
+    if args.people is not None:
+        if not args.people.is_dir():
+            raise UsageError(f"--people folder not found: {args.people}")
+        files, identity = facedata.people_folder_files(args.people)
+    else:
+        try:
+            files = [(p, m) for p, m in facedata.mask_set_files(args.data_root or DATA_ROOT) if not m]
+        except FileNotFoundError as exc:
+            raise UsageError(str(exc)) from exc
     ms = ModelSet(args.models)
     pipe = ms.pipeline(detector=args.detector, num_threads=args.threads)
 
     def progress(it: Any, desc: str, total: int) -> Any:
         return tqdm(it, desc=desc, total=total, unit="face", file=sys.stderr, disable=args.no_progress, leave=False)
 
-    faces, skipped = facedata.collect(pipe, pipe.geometry, files, lambda it: progress(it, "faces", len(files)))
-    report, plot = evalmask.evaluate(pipe, faces, counts, args.masked_templates, args.target_far, progress)
+    faces, skipped = facedata.collect(pipe, pipe.geometry, files, lambda it: progress(it, "faces", len(files)),
+                                      *(() if identity is None else (identity,)))
+    if len({f.identity for f in faces if f.identity}) < 4:
+        raise UsageError("the masked protocol needs at least 4 labelled people with a detectable face "
+                         "(2 to calibrate on, 2 to report on)")
+    try:
+        report, plot = evalmask.evaluate(pipe, faces, counts, args.masked_templates, args.target_far, progress)
+    except evalmask.NotEnoughPairs as exc:
+        raise UsageError(str(exc)) from exc
     report["images_without_face"] = len(skipped)
     report["embedder_sha256"] = ms.embedder_sha
     if args.roc is not None:

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from edge_app.errors import EdgeAppError
-from edge_app.imageio import read_image
+from edge_app.imageio import IMAGE_EXTS, read_image
 from edge_app.vision.align import ChipGeometry, align
 from edge_app.vision.pipeline import Pipeline
 from scripts.common import DATA_ROOT, image_files
@@ -65,8 +65,10 @@ def mask_folders(data: Path = DATA_ROOT) -> tuple[Path, Path]:
 
 def collect(pipeline: Pipeline, geometry: ChipGeometry, files: Sequence[tuple[Path, bool]],
             progress: Callable[[Iterable[tuple[Path, bool]]], Iterable[tuple[Path, bool]]] = iter,
+            identity: Callable[[Path], str | None] = lambda p: identity_of(p.name),
             ) -> tuple[list[FaceRecord], list[tuple[Path, str]]]:
-    """Largest face of each image; returns the faces and (path, reason) of the images without one."""
+    """Largest face of each image; returns the faces and (path, reason) of the images without one.
+    ``identity`` labels a file (default: the data set's file names)."""
     faces: list[FaceRecord] = []
     skipped: list[tuple[Path, str]] = []
     for path, masked in progress(files):
@@ -82,7 +84,7 @@ def collect(pipeline: Pipeline, geometry: ChipGeometry, files: Sequence[tuple[Pa
         f = found[0]
         kps = np.asarray(f.detection.keypoints, np.float64)
         chip = align(rgb, kps, geometry, eyes_only=True)
-        faces.append(FaceRecord(path, masked, identity_of(path.name), rgb, kps, f.quality.passed, chip, f.embedding))
+        faces.append(FaceRecord(path, masked, identity(path), rgb, kps, f.quality.passed, chip, f.embedding))
     return faces, skipped
 
 
@@ -139,3 +141,15 @@ def split_by_group(keys: Sequence[str], val_fraction: float, salt: str = "edge-a
         return h / 2**32 < val_fraction
 
     return np.array([side(k) for k in keys], bool)
+
+
+def people_folder_files(folder: Path) -> tuple[list[tuple[Path, bool]], Callable[[Path], str | None]]:
+    """A site's own labelled photos: FOLDER/<person>/<photo>; files directly in FOLDER are strangers."""
+    files = [(p, False) for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+             and len(p.relative_to(folder).parts) <= 2]
+
+    def identity(path: Path) -> str | None:
+        rel = path.relative_to(folder).parts
+        return rel[0] if len(rel) == 2 else None
+
+    return files, identity
