@@ -93,7 +93,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         version = g.gallery_version
     if args.json:
         emit_json({"gallery_version": version, "persons": [
-            {"id": p.id, "name": p.name, "active": p.active, "templates": p.n_templates,
+            {"id": p.id, "name": p.name, "active": p.active, "templates": p.n_templates, "masked_templates": p.n_masked,
              "valid_from": p.valid_from, "valid_until": p.valid_until, "created_at": p.created_at}
             for p in persons]})
         return EXIT_OK
@@ -101,10 +101,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"gallery {args.db} is empty (version {version})")
         return EXIT_OK
     width = max(len("name"), *(len(p.name) for p in persons))
-    print(f"{'name':<{width}}  active  templates  valid")
+    print(f"{'name':<{width}}  active  templates  masked  valid")
     for p in persons:
         valid = f"{p.valid_from or '-'} .. {p.valid_until or '-'}"
-        print(f"{p.name:<{width}}  {'yes' if p.active else 'no':<6}  {p.n_templates:>9}  {valid}")
+        print(f"{p.name:<{width}}  {'yes' if p.active else 'no':<6}  {p.n_templates:>9}  {p.n_masked:>6}  {valid}")
     print(f"{len(persons)} person(s), gallery version {version}")
     return EXIT_OK
 

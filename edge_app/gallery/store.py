@@ -97,6 +97,7 @@ class Person:
     created_at: str
     updated_at: str
     n_templates: int  # across all embedder models
+    n_masked: int = 0  # of those, synthetic-masked (or photographed in a mask)
 
 
 @dataclass(frozen=True, eq=False)
@@ -358,14 +359,15 @@ class Gallery:
     # persons
 
     _PERSON_SQL: Final = ("SELECT p.*, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) "
-                          "AS n_templates FROM persons p")
+                          "AS n_templates, (SELECT count(*) FROM templates t WHERE t.person_id = p.id "
+                          "AND t.masked = 1) AS n_masked FROM persons p")
 
     @staticmethod
     def _person(row: Mapping[str, Any]) -> Person:
         return Person(id=row["id"], name=row["name"], active=bool(row["active"]),
                       valid_from=row["valid_from"], valid_until=row["valid_until"],
                       schedule=row["schedule"], note=row["note"], created_at=row["created_at"],
-                      updated_at=row["updated_at"], n_templates=row["n_templates"])
+                      updated_at=row["updated_at"], n_templates=row["n_templates"], n_masked=row["n_masked"])
 
     def _person_row(self, name: str) -> dict[str, Any] | None:
         rows = list(self._db.query(self._PERSON_SQL + " WHERE p.name = ?", [name.strip()]))

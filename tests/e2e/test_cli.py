@@ -44,6 +44,7 @@ def test_enroll_and_list(enrolled, capsys):
     data = json.loads(out)
     # One plain and three synthetic-masked templates per accepted photo.
     assert {p["name"]: p["templates"] for p in data["persons"]} == {"Barack Obama": 8, "Joe Biden": 4}
+    assert {p["name"]: p["masked_templates"] for p in data["persons"]} == {"Barack Obama": 6, "Joe Biden": 3}
     assert data["gallery_version"] >= 2
 
 
