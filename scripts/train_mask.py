@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_app.models import ModelSet, file_sha256  # noqa: E402
-from edge_app.vision.align import align  # noqa: E402
+from edge_app.vision.align import TEMPLATE_POINTS, align  # noqa: E402
 from edge_app.vision.mask import MaskClassifier  # noqa: E402
 from edge_app.vision.runtime import TFLiteModel  # noqa: E402
 from edge_app.vision.synth_mask import draw_mask, random_style  # noqa: E402
@@ -218,8 +218,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "description": "mask status: probability that a worn face mask covers nose and mouth",
         "input": {"shape": list(spec.shape), "dtype": "uint8",
                   "quantization": {"scale": spec.scale, "zero_point": spec.zero_point},
-                  "normalisation": f"the eyes-aligned 150x150 embedder chip resized to {INPUT}x{INPUT} "
-                                   "(INTER_AREA), raw RGB 0..255; the model rescales to [-1, 1]"},
+                  "normalisation": f"the eyes-aligned {geometry.size}x{geometry.size} chip (geometry below) resized "
+                                   f"to {INPUT}x{INPUT} (INTER_AREA), raw RGB 0..255; the model rescales to [-1, 1]",
+                  "chip_size": geometry.size,
+                  "chip_template": {name: [round(float(v), 3) for v in geometry.template[i]]
+                                    for i, name in enumerate(TEMPLATE_POINTS)}},
         "output": {"dtype": "float32 after dequantisation", "meaning": "p(mask), sigmoid", "threshold": 0.5},
         "precision": "full int8 (weights and activations), uint8 input and output",
         "source": {"trained_by": "scripts/train_mask.py", "seed": SEED, "epochs": args.epochs,

@@ -37,6 +37,19 @@ def pipeline(model_set):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def dlib_model_set():  # type: ignore[no-untyped-def]
+    """The same model set with dlib's ResNet as the embedder (kept for sites enrolled with it)."""
+    from edge_app.models import ModelSet
+
+    return ModelSet(embedder="dlib")
+
+
+@pytest.fixture(scope="session")
+def dlib_pipeline(dlib_model_set):  # type: ignore[no-untyped-def]
+    return dlib_model_set.pipeline(num_threads=2)
+
+
+@pytest.fixture(scope="session")
 def dlib_ref():  # type: ignore[no-untyped-def]
     from scripts.modelbuild.dlib_ref import DlibReference
 

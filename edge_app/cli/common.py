@@ -34,7 +34,8 @@ def settings(args: argparse.Namespace) -> Config:
 
 
 def models(args: argparse.Namespace) -> ModelSet:
-    return ModelSet(args.models if args.models is not None else settings(args).models.dir)
+    cfg = settings(args)
+    return ModelSet(args.models if args.models is not None else cfg.models.dir, embedder=cfg.recognition.embedder)
 
 
 def pipeline(args: argparse.Namespace, ms: ModelSet) -> Pipeline:
@@ -54,6 +55,7 @@ def policy(args: argparse.Namespace, ms: ModelSet) -> RecognitionPolicy:
         pick(getattr(args, "threshold", None), rc.threshold, calibrated.plain),
         pick(getattr(args, "masked_threshold", None), rc.masked_threshold, calibrated.masked),
         bool(getattr(args, "require_mask", False) or rc.require_mask),
+        rc.masked_gallery or calibrated.masked_gallery,
     )
 
 

@@ -40,7 +40,7 @@ class Pipeline:
     def __init__(self, detector: FaceDetector, embedder: FaceEmbedder, geometry: ChipGeometry,
                  quality: QualityConfig | None = None, eyes_only: bool = False,
                  embed_low_quality: bool = True, mask_classifier: MaskClassifier | None = None,
-                 mask_threshold: float = 0.5) -> None:
+                 mask_threshold: float = 0.5, mask_geometry: ChipGeometry | None = None) -> None:
         if embedder.chip_size != geometry.size:
             raise ValueError(f"embedder takes {embedder.chip_size}px chips, geometry is {geometry.size}px")
         self.detector = detector
@@ -52,6 +52,10 @@ class Pipeline:
         # faces that fail the gates to save time.
         self.embed_low_quality = embed_low_quality
         self.mask_classifier = mask_classifier
+        # The classifier's own chip framing (it was trained on one embedder's chips); None: the embedder's.
+        same = mask_geometry is None or (mask_geometry.size == geometry.size
+                                         and np.allclose(mask_geometry.template, geometry.template))
+        self.mask_geometry = None if same else mask_geometry
         if not 0.0 < mask_threshold < 1.0:
             raise ValueError(f"mask threshold is a probability in (0, 1), got {mask_threshold}")
         self.mask_threshold = mask_threshold
@@ -73,10 +77,13 @@ class Pipeline:
             # from one, because its nose and mouth keypoints are guesses under the mask.
             need_eyes = self.eyes_only or self.mask_classifier is not None
             eyes_chip = align(frame, det.keypoints, self.geometry, eyes_only=True) if need_eyes else None
+            mask_chip = eyes_chip
+            if self.mask_classifier is not None and self.mask_geometry is not None:
+                mask_chip = align(frame, det.keypoints, self.mask_geometry, eyes_only=True)
             b = time.perf_counter()
             p_mask = masked = None
-            if self.mask_classifier is not None and eyes_chip is not None:
-                p_mask = self.mask_classifier.probability(eyes_chip)
+            if self.mask_classifier is not None and mask_chip is not None:
+                p_mask = self.mask_classifier.probability(mask_chip)
                 masked = p_mask >= self.mask_threshold
             c = time.perf_counter()
             if eyes_chip is not None and (self.eyes_only or masked):

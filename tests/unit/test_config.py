@@ -28,6 +28,8 @@ mask_probability = 0.6
 require_mask = true
 masked_templates_per_photo = 5
 detector = "full"
+embedder = "dlib"
+masked_gallery = "plain"
 threads = 4
 
 [gallery]
@@ -53,10 +55,22 @@ def _write(path: Path, text: str) -> Path:
 # --- valid files -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("key,value,expected", [
+    ("embedder", '"arcface"', 'one of "sface", "dlib"'),
+    ("masked_gallery", '"masked"', 'one of "plain", "plain+masked"'),
+])
+def test_choice_keys_name_the_choices(key, value, expected):
+    with pytest.raises(ConfigError, match=re.escape(f"[recognition] {key}: expected {expected}")):
+        parse_config(f"[recognition]\n{key} = {value}\n")
+
+
 def test_empty_file_is_all_defaults(tmp_path):
     cfg = load_config(_write(tmp_path / "config.toml", ""))
     assert cfg == DEFAULT == Config()
-    assert cfg.recognition == RecognitionConfig(None, None, 0.5, False, 3, "short", 2)
+    assert cfg.recognition == RecognitionConfig(threshold=None, masked_threshold=None, masked_gallery=None,
+                                                mask_probability=0.5, require_mask=False,
+                                                masked_templates_per_photo=3, detector="short", embedder="sface",
+                                                threads=2)
     assert cfg.gallery.path is None and cfg.models.dir is None
     assert cfg.source == tmp_path / "config.toml"
     assert parse_config("").source is None
@@ -67,7 +81,7 @@ def test_full_example(tmp_path):
     cfg = load_config(path)
     assert cfg.recognition == RecognitionConfig(
         threshold=0.93, masked_threshold=0.90, mask_probability=0.6, require_mask=True,
-        masked_templates_per_photo=5, detector="full", threads=4)
+        masked_templates_per_photo=5, detector="full", threads=4, embedder="dlib", masked_gallery="plain")
     assert cfg.gallery == GalleryConfig(Path("/var/lib/edge-app/gallery.db"))
     assert cfg.models == ModelsConfig(tmp_path / "etc" / "models")
     assert cfg.source == path

@@ -20,10 +20,22 @@ def models_copy(tmp_path):
 
 
 def test_bundled_models_verify(model_set):
-    for name in ("face_detector", "face_detector_full", "face_embedder"):
+    for name in ("face_detector", "face_detector_full", "face_embedder", "face_embedder_dlib", "mask_classifier"):
         info = model_set.info(name)
         assert info.path.is_file() and len(info.sha256) == 64
+    assert model_set.embedder == "sface"
     assert model_set.embedder_sha == model_set.info("face_embedder").sha256
+    assert ModelSet(embedder="dlib").embedder_sha == model_set.info("face_embedder_dlib").sha256
+
+
+def test_unknown_or_absent_embedder(models_copy):
+    with pytest.raises(ModelError, match="unknown embedder 'arcface'"):
+        ModelSet(models_copy, embedder="arcface")
+    m = json.loads((models_copy / "MANIFEST.json").read_text())
+    del m["models"]["face_embedder_dlib"]
+    (models_copy / "MANIFEST.json").write_text(json.dumps(m))
+    with pytest.raises(ModelNotFoundError, match="no dlib embedder"):
+        ModelSet(models_copy, embedder="dlib")
 
 
 def test_missing_manifest(tmp_path):
