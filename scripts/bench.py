@@ -10,7 +10,8 @@ evenly spaced sample of <data>/masks-chandrikadeb7/dataset/without_mask, where <
 $EDGE_APP_DATA or <repo>/../shared/data. Photos in which our pipeline does not find exactly one
 face are dropped (and reported). The distinct frames are cycled for --frames timed iterations.
 
-Ours: ModelSet().pipeline() (BlazeFace -> alignment -> quality -> int8 dlib ResNet), timed per stage
+Ours: ModelSet().pipeline() (BlazeFace -> alignment -> mask status -> quality -> embedder; SFace by
+default, --embedder dlib for dlib's ResNet converted to int8), timed per stage
 by Pipeline.times. dlib: HOG detector (upsample 1) + shape_predictor_5 + compute_face_descriptor,
 i.e. face_recognition.face_encodings(), on --dlib-frames of the same frames.
 
@@ -250,7 +251,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]
         return bar
 
     machine = machine_info()
-    model_set = ModelSet(args.models)
+    model_set = ModelSet(args.models, embedder=args.embedder)
     pipe = model_set.pipeline(detector=args.detector, num_threads=args.threads)
     frames, dropped = build_frames(pipe, dev, masks, args.distinct)
     if not frames:
@@ -260,6 +261,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]
     times, order = time_ours(pipe, frames, args.frames, args.warmup, progress)
     stage_ms = {s: list(getattr(times, s)) for s in STAGES}
     total = summary(stage_ms["total"])
+    precision = model_set.info(model_set.embedder_entry).entry["precision"]
     report: dict[str, Any] = {
         "machine": machine,
         "config": {"frames": args.frames, "warmup": args.warmup, "threads": args.threads, "distinct": args.distinct,
@@ -275,8 +277,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]
             "names": [f.name for f in frames],
         },
         "ours": {
-            "pipeline": f"BlazeFace {args.detector} ({DETECTOR_KINDS[args.detector]}) -> align -> quality -> "
-                        "int8 dlib ResNet",
+            "pipeline": f"BlazeFace {args.detector} ({DETECTOR_KINDS[args.detector]}) -> align -> mask status -> "
+                        f"quality -> {model_set.embedder} embedder ({precision})",
             "models": str(model_set.dir), "embedder_sha256": model_set.embedder_sha,
             "threads": args.threads, "warmup": args.warmup,
             "stages": {s: summary(v) for s, v in stage_ms.items()},
@@ -444,6 +446,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="timed frames of dlib's pipeline (40; ~0.2 s each on a desktop core, more on a board)")
     ap.add_argument("--no-dlib", action="store_true", help="time our pipeline only")
     ap.add_argument("--detector", choices=tuple(DETECTOR_KINDS), default="short", help="BlazeFace variant (short)")
+    ap.add_argument("--embedder", choices=("sface", "dlib"), default="sface", help="embedder of the model set (sface)")
     ap.add_argument("--models", type=Path, help="models folder (default: $EDGE_APP_MODELS or the bundled ones)")
     ap.add_argument("--data", type=Path, default=DATA_ROOT,
                     help="shared data folder (default $EDGE_APP_DATA or <repo>/../shared/data)")

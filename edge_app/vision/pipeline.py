@@ -75,19 +75,22 @@ class Pipeline:
             a = time.perf_counter()
             # The mask classifier was trained on eyes-aligned chips; a masked face is also embedded
             # from one, because its nose and mouth keypoints are guesses under the mask.
-            need_eyes = self.eyes_only or self.mask_classifier is not None
-            eyes_chip = align(frame, det.keypoints, self.geometry, eyes_only=True) if need_eyes else None
-            mask_chip = eyes_chip
-            if self.mask_classifier is not None and self.mask_geometry is not None:
-                mask_chip = align(frame, det.keypoints, self.mask_geometry, eyes_only=True)
-            b = time.perf_counter()
             p_mask = masked = None
-            if self.mask_classifier is not None and mask_chip is not None:
+            eyes_chip = None
+            if self.mask_classifier is not None:
+                mask_geometry = self.mask_geometry or self.geometry
+                mask_chip = align(frame, det.keypoints, mask_geometry, eyes_only=True)
+                if self.mask_geometry is None:
+                    eyes_chip = mask_chip
+            b = time.perf_counter()
+            if self.mask_classifier is not None:
                 p_mask = self.mask_classifier.probability(mask_chip)
                 masked = p_mask >= self.mask_threshold
             c = time.perf_counter()
-            if eyes_chip is not None and (self.eyes_only or masked):
-                chip = eyes_chip
+            # A masked face is embedded from an eyes-only chip too, cut only when needed.
+            use_eyes = self.eyes_only or bool(masked)
+            if use_eyes:
+                chip = eyes_chip if eyes_chip is not None else align(frame, det.keypoints, self.geometry, True)
             else:
                 chip = align(frame, det.keypoints, self.geometry, eyes_only=False)
             d = time.perf_counter()
