@@ -6,7 +6,7 @@
 
 Data: ../shared/data/masks-chandrikadeb7 (``$EDGE_APP_DATA``), with_mask / without_mask, plus
 synthetic masks (edge_app.vision.synth_mask) drawn on the unmasked photos. Each photo's largest
-face is aligned on the eyes (as on the device) into the embedder's 150x150 chip; the classifier
+face is aligned on the eyes (as on the device) into dlib's 150x150 chip geometry; the classifier
 sees it at 64x64. Validation: 20 % of the photo *groups* (scripts/facedata.py: identity, copies,
 perceptual near-duplicates), so no image and no near-copy of one is on both sides; synthetic masks
 on validation faces are drawn with another seed from another photo set.
@@ -165,9 +165,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
+    # The classifier sees dlib's 150 px chip whatever the embedder: its padding shows the whole lower
+    # face down to the chin, where a mask is. The geometry goes into the manifest entry.
     ms = ModelSet(args.out)
-    geometry = ms.chip_geometry()
-    pipe = ms.pipeline(num_threads=2)
+    geometry = ms.chip_geometry("face_embedder_dlib")
+    pipe = ms.pipeline(num_threads=2, mask=False)
     faces, skipped = facedata.collect(pipe, geometry, files,
                                       lambda it: tqdm(it, total=len(files), desc="faces", unit="img"))
     keys = facedata.group_keys(faces)
