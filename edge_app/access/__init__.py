@@ -1,0 +1,1 @@
+"""Access decisions: tracking and voting across frames, who may enter when, cooldowns."""

@@ -1,0 +1,77 @@
+"""Recognitions of each frame -> access decisions: tracker votes, then the policy, then the
+per-person cooldown (someone standing in front of the door is granted once, not every second)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from edge_app.access.policy import AccessPolicy, PersonRule, Reason
+from edge_app.access.tracker import Observation, Tracker, Vote
+from edge_app.recognizer import Recognition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AccessDecision:
+    id: str  # UUID, also the event row's id
+    at: datetime  # aware
+    granted: bool
+    reason: Reason
+    person_id: int | None
+    person_name: str | None
+    score: float | None
+    masked: bool | None
+    track_id: int
+    frames: int  # frames the face was seen before the decision
+
+    def details(self) -> dict[str, Any]:
+        return {"track": self.track_id, "frames": self.frames}
+
+
+def observation(r: Recognition) -> Observation:
+    m = r.match
+    return Observation(r.face.detection.box, m.person_id if (m is not None and r.known) else None,
+                       None if m is None else m.score, r.face.masked, r.face.quality.passed)
+
+
+class AccessController:
+    def __init__(self, policy: AccessPolicy, tracker: Tracker, persons: Mapping[int, PersonRule],
+                 cooldown_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        if cooldown_s < 0:
+            raise ValueError(f"cooldown_s must be >= 0, got {cooldown_s}")
+        self.policy, self.tracker, self.cooldown_s, self.clock = policy, tracker, cooldown_s, clock
+        self.persons: Mapping[int, PersonRule] = dict(persons)
+        self._granted_at: dict[int, float] = {}
+
+    def set_persons(self, persons: Mapping[int, PersonRule]) -> None:
+        """After a gallery reload: decisions from now on use the new rules."""
+        self.persons = dict(persons)
+
+    def observe(self, recognitions: Iterable[Recognition], now: datetime) -> list[AccessDecision]:
+        return self.decide(self.tracker.update([observation(r) for r in recognitions]), now)
+
+    def decide(self, votes: Iterable[Vote], now: datetime) -> list[AccessDecision]:
+        out = []
+        for v in votes:
+            person = self.persons.get(v.person_id) if v.person_id is not None else None
+            if v.person_id is not None and person is None:
+                log.warning("track %d matched person id %d, who is no longer in the gallery", v.track_id, v.person_id)
+            verdict = self.policy.decide(person, v.masked, now)
+            if verdict.granted and person is not None:
+                last = self._granted_at.get(person.person_id)
+                t = self.clock()
+                if last is not None and t - last < self.cooldown_s:
+                    log.debug("%s granted %.1f s ago: cooldown, no new decision", person.name, t - last)
+                    continue
+                self._granted_at[person.person_id] = t
+            out.append(AccessDecision(str(uuid.uuid4()), now, verdict.granted, verdict.reason,
+                                      v.person_id, person.name if person else None, v.score, v.masked,
+                                      v.track_id, v.frames))
+        return out

@@ -1,0 +1,141 @@
+"""Follow faces across frames and vote, so one good frame never opens the door and one bad
+frame never denies it.
+
+A track is a face seen in consecutive frames (boxes overlapping by IoU). Each frame adds an
+observation: who the face looked like (or nobody), with its score, mask status and quality.
+A track decides once:
+  - match:   N of its last M observations agree on one person, each above threshold with the
+             quality gates passed;
+  - unknown: M observations with the gates passed and no person reaching N votes.
+Faces that never pass the gates never decide (the door waits for a usable view). A decided track
+whose face then matches another enrolled person for N usable frames in a row (one person stepping
+into the place of another, or an unknown face that turns to the camera) votes again.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Observation:
+    box: Box
+    person_id: int | None  # None: below threshold or no match
+    score: float | None
+    masked: bool | None
+    quality_ok: bool
+
+
+@dataclass(frozen=True)
+class Vote:
+    """A track's decision: ``person_id`` None means an unknown face."""
+
+    track_id: int
+    person_id: int | None
+    score: float | None  # mean score of the agreeing observations (best candidate's for unknown)
+    masked: bool | None  # majority mask status of the counted observations
+    frames: int  # observations the track had when it decided
+
+
+@dataclass
+class Track:
+    id: int
+    box: Box
+    history: deque[Observation]
+    missed: int = 0
+    decided: bool = False
+    decided_person: int | None = None
+    disagree: int = 0  # usable observations in a row that contradict the decision
+    seen: int = field(default=0)
+
+
+def iou(a: Box, b: Box) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class Tracker:
+    def __init__(self, votes: int = 3, window: int = 5, min_iou: float = 0.3, max_missed: int = 5) -> None:
+        if not 1 <= votes <= window:
+            raise ValueError(f"votes must be in 1..window ({window}), got {votes}")
+        if not 0.0 < min_iou < 1.0:
+            raise ValueError(f"min_iou must be in (0, 1), got {min_iou}")
+        if max_missed < 0:
+            raise ValueError(f"max_missed must be >= 0, got {max_missed}")
+        self.votes, self.window, self.min_iou, self.max_missed = votes, window, min_iou, max_missed
+        self.tracks: list[Track] = []
+        self._ids = itertools.count(1)
+
+    def update(self, observations: list[Observation]) -> list[Vote]:
+        """One frame's faces -> the decisions this frame completes (at most one per track, ever)."""
+        pairs = sorted(((iou(t.box, o.box), ti, oi) for ti, t in enumerate(self.tracks)
+                        for oi, o in enumerate(observations)), reverse=True)
+        used_t: set[int] = set()
+        used_o: set[int] = set()
+        for overlap, ti, oi in pairs:  # greedy: the best overlaps first
+            if overlap < self.min_iou:
+                break
+            if ti in used_t or oi in used_o:
+                continue
+            used_t.add(ti)
+            used_o.add(oi)
+            self._add(self.tracks[ti], observations[oi])
+        for ti, t in enumerate(self.tracks):
+            if ti not in used_t:
+                t.missed += 1
+        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
+        for oi, o in enumerate(observations):
+            if oi not in used_o:
+                t = Track(next(self._ids), o.box, deque(maxlen=self.window))
+                self._add(t, o)
+                self.tracks.append(t)
+        votes = []
+        for t in self.tracks:
+            if not t.decided and t.missed == 0:
+                v = self._decide(t)
+                if v is not None:
+                    t.decided, t.decided_person, t.disagree = True, v.person_id, 0
+                    votes.append(v)
+        return votes
+
+    def _add(self, track: Track, obs: Observation) -> None:
+        track.box = obs.box
+        track.history.append(obs)
+        track.missed = 0
+        track.seen += 1
+        if track.decided and obs.quality_ok:
+            # Only a confident other identity contradicts a decision: an enrolled person who lingers
+            # and turns away (unknown frames) must not earn a deny event.
+            other = obs.person_id is not None and obs.person_id != track.decided_person
+            track.disagree = track.disagree + 1 if other else 0
+            if track.disagree >= self.votes:
+                recent = list(track.history)[-self.votes:]
+                track.history.clear()
+                track.history.extend(recent)
+                track.decided, track.disagree = False, 0
+
+    def _decide(self, t: Track) -> Vote | None:
+        usable = [o for o in t.history if o.quality_ok]
+        known = Counter(o.person_id for o in usable if o.person_id is not None)
+        if known:
+            pid, n = known.most_common(1)[0]
+            if n >= self.votes:
+                agree = [o for o in usable if o.person_id == pid]
+                scores = [o.score for o in agree if o.score is not None]
+                return Vote(t.id, pid, sum(scores) / len(scores) if scores else None, _majority(agree), t.seen)
+        if len(usable) >= self.window:
+            scores = [o.score for o in usable if o.score is not None]
+            return Vote(t.id, None, max(scores) if scores else None, _majority(usable), t.seen)
+        return None
+
+
+def _majority(obs: list[Observation]) -> bool | None:
+    flags = [o.masked for o in obs if o.masked is not None]
+    return None if not flags else sum(flags) * 2 > len(flags)
