@@ -23,7 +23,12 @@ from edge_app.errors import ConfigError, ConfigNotFoundError
 
 __all__ = [
     "DEFAULT",
+    "AccessConfig",
+    "CameraConfig",
     "Config",
+    "DeviceConfig",
+    "DoorSection",
+    "EventsConfig",
     "GalleryConfig",
     "ModelsConfig",
     "RecognitionConfig",
@@ -79,10 +84,78 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
+class DeviceConfig:
+    id: str | None = None  # None: the host name; names the kiosk in events and MQTT topics
+    timezone: str | None = None  # IANA name, e.g. "Europe/Berlin"; None: the system's zone
+
+    def __post_init__(self) -> None:
+        if self.timezone is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"timezone: unknown time zone {self.timezone!r} (an IANA name like "
+                                 "\"Europe/Berlin\")") from None
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    source: str = "0"  # "0" (USB camera index), "picamera2", "rtsp://...", a video file
+    width: int = field(default=640, metadata=rule(lo=64, hi=4096))
+    height: int = field(default=480, metadata=rule(lo=48, hi=4096))
+    no_frame_seconds: float = field(default=10.0, metadata=rule(lo=0.5, hi=3600))
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    votes: int = field(default=3, metadata=rule(lo=1, hi=30))  # N agreeing frames ...
+    window: int = field(default=5, metadata=rule(lo=1, hi=60))  # ... of the last M
+    cooldown_seconds: float = field(default=10.0, metadata=rule(lo=0, hi=3600))
+    every_nth_frame: int = field(default=1, metadata=rule(lo=1, hi=30))
+
+    def __post_init__(self) -> None:
+        if self.votes > self.window:
+            raise ValueError(f"votes ({self.votes}) cannot exceed window ({self.window})")
+
+
+@dataclass(frozen=True)
+class DoorSection:
+    relay_pin: int = field(default=17, metadata=rule(lo=0, hi=53))
+    lock_type: str = field(default="fail_secure", metadata=rule(choices=("fail_secure", "fail_safe")))
+    relay_active_high: bool = True
+    pulse_seconds: float = field(default=3.0, metadata=rule(lo=0.2, hi=60))
+    contact_pin: int | None = field(default=None, metadata=rule(lo=0, hi=53))
+    contact_normally_open: bool = False
+    exit_button_pin: int | None = field(default=None, metadata=rule(lo=0, hi=53))
+    held_open_seconds: float = field(default=30.0, metadata=rule(lo=1, hi=3600))
+    # "auto": gpiozero's default (real pins on a Pi); "mock": simulated pins, for a bench or CI.
+    pins: str = field(default="auto", metadata=rule(choices=("auto", "mock")))
+
+    def __post_init__(self) -> None:
+        used = [p for p in (self.relay_pin, self.contact_pin, self.exit_button_pin) if p is not None]
+        if len(used) != len(set(used)):
+            raise ValueError(f"relay_pin, contact_pin and exit_button_pin must differ, got {used}")
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    retention_days: int = field(default=90, metadata=rule(lo=1, hi=3650))
+    snapshots: bool = False  # store a JPEG of the face with each decision (privacy: off by default)
+    snapshot_dir: Path | None = None  # None: "snapshots" beside the gallery
+    snapshot_retention_days: int = field(default=7, metadata=rule(lo=1, hi=365))
+
+
+@dataclass(frozen=True)
 class Config:
     """Every field whose type is a dataclass is a ``[section]`` of the file."""
 
+    device: DeviceConfig = field(default_factory=DeviceConfig)
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
+    door: DoorSection = field(default_factory=DoorSection)
+    events: EventsConfig = field(default_factory=EventsConfig)
     gallery: GalleryConfig = field(default_factory=GalleryConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     # Where it was read from; not compared, so equal settings are equal configs.
@@ -225,7 +298,10 @@ def _section(name: str, table: object, label: str, base: Path) -> object:
         ok, values[k] = _convert(v, keys[k], base)
         if not ok:
             raise ConfigError(f"{where} {k}: expected {_expected(keys[k])}, got {_show(v)}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as exc:  # checks across keys, in the section's __post_init__
+        raise ConfigError(f"{where} {exc}") from None
 
 
 def parse_config(text: str, source: str | Path = "<string>") -> Config:

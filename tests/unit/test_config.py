@@ -11,6 +11,8 @@ import pytest
 from edge_app.config import (
     DEFAULT,
     Config,
+    DeviceConfig,
+    DoorSection,
     GalleryConfig,
     ModelsConfig,
     RecognitionConfig,
@@ -154,7 +156,8 @@ def test_unknown_section_suggests_closest():
 
 
 def test_unknown_section_without_close_match_lists_known():
-    _raises("[xyzzy]\n", "[xyzzy]: unknown section, known: [gallery], [models], [recognition]")
+    _raises("[xyzzy]\n", "[xyzzy]: unknown section, known: [access], [camera], [device], [door], [events], [gallery], "
+                          "[models], [recognition]")
 
 
 def test_unknown_key_suggests_closest():
@@ -172,7 +175,8 @@ def test_top_level_key_says_which_section_it_belongs_in():
 
 def test_top_level_unknown_key_lists_sections():
     _raises("foo = 1", "foo: a top-level key is not allowed, "
-                       "settings belong in a section: [gallery], [models], [recognition]")
+                       "settings belong in a section: [access], [camera], [device], [door], [events], "
+                       "[gallery], [models], [recognition]")
 
 
 @pytest.mark.parametrize(("text", "found"), [("recognition = 3", "3"), ("[[recognition]]", "an array")])
@@ -298,8 +302,10 @@ def test_describe_omits_none_and_shows_values():
 @pytest.mark.parametrize("cfg", [
     DEFAULT,
     parse_config(FULL, "/etc/edge-app/config.toml"),
-    Config(RecognitionConfig(threshold=0.1 + 0.2, masked_threshold=-1.0, mask_probability=1e-9),
-           GalleryConfig(Path('/tmp/we"ird\\ dir\tx/ü.db')), ModelsConfig(Path("/opt/models"))),
+    Config(recognition=RecognitionConfig(threshold=0.1 + 0.2, masked_threshold=-1.0, mask_probability=1e-9),
+           gallery=GalleryConfig(Path('/tmp/we"ird\\ dir\tx/ü.db')), models=ModelsConfig(Path("/opt/models")),
+           door=DoorSection(contact_pin=5, exit_button_pin=6, pins="mock"),
+           device=DeviceConfig(id="kiosk-7", timezone="Europe/Berlin")),
 ])
 def test_describe_round_trips(cfg):
     back = parse_config(describe(cfg))
@@ -311,3 +317,16 @@ def test_describe_names_the_source(tmp_path):
     cfg = load_config(_write(tmp_path / "config.toml", FULL))
     assert str(tmp_path / "config.toml") in describe(cfg).splitlines()[0]
     assert parse_config(describe(cfg)) == cfg
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[door]\nrelay_pin = 5\ncontact_pin = 5\n",
+     "[door] relay_pin, contact_pin and exit_button_pin must differ, got [5, 5]"),
+    ("[access]\nvotes = 6\nwindow = 5\n", "[access] votes (6) cannot exceed window (5)"),
+    ('[device]\ntimezone = "Mars/Olympus"\n', "[device] timezone: unknown time zone 'Mars/Olympus'"),
+    ('[door]\nlock_type = "magnet"\n', '[door] lock_type: expected one of "fail_secure", "fail_safe", got "magnet"'),
+    ("[camera]\nwidth = 10\n", "[camera] width: expected an integer in 64..4096, got 10"),
+])
+def test_daemon_sections_check_values_and_combinations(text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(text, "kiosk.toml")
