@@ -543,22 +543,38 @@ class Gallery:
 
     def record_event(self, kind: str, *, reason: str, person_id: int | None = None,
                      person_name: str | None = None, score: SupportsFloat | None = None,
-                     mask: str | None = None, details: Mapping[str, Any] | None = None) -> str:
-        """Append an access event; returns its uuid4 hex id. Does not change gallery_version."""
+                     mask: str | None = None, details: Mapping[str, Any] | None = None,
+                     event_id: str | None = None, ts: datetime | None = None) -> str:
+        """Append an access event; returns its id (a new uuid4 hex unless given). Does not change
+        gallery_version. ``ts`` (aware) defaults to now."""
         if not isinstance(kind, str) or not kind.strip():
             raise GalleryInputError(f"event kind must be a non-empty string, got {kind!r}")
+        if ts is not None and ts.tzinfo is None:
+            raise GalleryInputError(f"event time must be timezone-aware, got {ts.isoformat()}")
         try:
             details_json = None if details is None else json.dumps(dict(details), default=_json_default,
                                                                    sort_keys=True)
         except (TypeError, ValueError) as e:
             raise GalleryInputError(f"event details are not JSON-serialisable: {e}") from None
-        event_id = uuid.uuid4().hex
+        event_id = event_id or uuid.uuid4().hex
+        stamp = _now() if ts is None else ts.astimezone(UTC).isoformat(timespec="milliseconds")
         with self._write():
             self._db.table("events").insert({
-                "id": event_id, "ts": _now(), "kind": kind.strip(), "person_id": person_id,
+                "id": event_id, "ts": stamp, "kind": kind.strip(), "person_id": person_id,
                 "person_name": person_name, "score": None if score is None else float(score), "mask": mask,
                 "reason": reason, "details": details_json})
         return event_id
+
+    def prune_events(self, before: datetime) -> int:
+        """Delete events older than ``before`` (aware); returns how many went."""
+        if before.tzinfo is None:
+            raise GalleryInputError(f"prune time must be timezone-aware, got {before.isoformat()}")
+        cutoff = before.astimezone(UTC).isoformat(timespec="milliseconds")
+        with self._write():
+            n = int(self._db.execute("DELETE FROM events WHERE ts < ?", [cutoff]).rowcount)
+        if n:
+            log.info("gallery: pruned %d events older than %s", n, cutoff)
+        return n
 
     def events(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest events first; ``details`` decoded back to a dict (or None)."""

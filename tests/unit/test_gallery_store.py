@@ -422,3 +422,21 @@ def test_export_json(gallery: Gallery, tmp_path: Path, rng: np.random.Generator)
     decoded = b"".join(base64.b64decode(t["embedding"]) for t in ts)
     assert decoded == unit_f32(e)
     assert not list(out.parent.glob("*.tmp"))
+
+
+def test_event_ids_times_and_retention(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from edge_app.errors import GalleryInputError
+
+    with Gallery(tmp_path / "g.db") as g:
+        old = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+        g.record_event("access", reason="granted", event_id="abc", ts=old)
+        g.record_event("access", reason="unknown_face")
+        assert [e["id"] for e in g.events()][-1] == "abc"
+        with pytest.raises(GalleryInputError, match="timezone-aware"):
+            g.record_event("access", reason="x", ts=datetime(2026, 1, 1))
+        assert g.prune_events(old + timedelta(days=1)) == 1
+        assert [e["reason"] for e in g.events()] == ["unknown_face"]
+        with pytest.raises(GalleryInputError, match="timezone-aware"):
+            g.prune_events(datetime(2026, 1, 1))
