@@ -53,3 +53,11 @@ class TemplateModelMismatch(GalleryError, ValueError):
 
 class InputNotFoundError(SourceError, FileNotFoundError):
     """A file or folder given as input does not exist."""
+
+
+class DoorError(EdgeAppError, RuntimeError):
+    """The door relay could not be driven, or the door was used after close()."""
+
+
+class SourceTimeoutError(SourceError, TimeoutError):
+    """A live source delivered no frame for longer than its timeout, reopening included."""
