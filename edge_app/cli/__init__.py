@@ -1,4 +1,4 @@
-"""`edge-app` command line: enroll, gallery, recognize.
+"""`edge-app` command line: enroll, gallery, recognize, run.
 
 Exit codes (also in the README):
   0  done
@@ -54,7 +54,7 @@ def _count_0_10(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edge_app.cli import gallery_cmds, recognize
+    from edge_app.cli import gallery_cmds, recognize, run
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=None, metavar="FILE",
@@ -106,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames")
     p.add_argument("--every", type=_positive_int, default=1, help="process every N-th frame of a video")
     p.set_defaults(func=recognize.cmd_recognize)
+
+    p = sub.add_parser("run", parents=[common], help="the door daemon: camera, recognition, door relay, events")
+    p.add_argument("--source", default=None,
+                   help="camera index, picamera2, rtsp:// URL or video file (default [camera] source, or 0)")
+    p.add_argument("--check-config", action="store_true",
+                   help="check the config file and the models, print the effective settings, exit")
+    p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames (testing)")
+    p.add_argument("--realtime", action="store_true",
+                   help="play a video file at its frame rate, as a camera would deliver it (demos, tests)")
+    p.add_argument("--require-mask", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=run.cmd_run)
     return ap
 
 

@@ -1,0 +1,315 @@
+"""`edge-app run`: camera -> recognition -> access decision -> door pulse + event row.
+
+The only module that knows everything. One processing loop on the main thread; a live camera is
+read by its own thread that keeps only the newest frame (a slow frame never queues stale faces),
+while a video file is processed frame by frame. Signals: SIGTERM/SIGINT stop cleanly (the door
+locks), SIGHUP reloads the gallery. systemd hears READY, WATCHDOG (only while the loop turns),
+STATUS and STOPPING.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from edge_app import sdnotify
+from edge_app.access.controller import AccessController, AccessDecision
+from edge_app.access.policy import AccessPolicy, PersonRule
+from edge_app.access.tracker import Tracker
+from edge_app.config import Config
+from edge_app.errors import EdgeAppError, SourceError
+from edge_app.gallery.matcher import Matcher
+from edge_app.gallery.store import Gallery
+from edge_app.hardware.camera import Frame, FrameSource
+from edge_app.hardware.door import Door, DoorEvent
+from edge_app.imageio import write_image
+from edge_app.recognizer import Recognition, Recognizer
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_S = 3600.0
+
+
+def person_rules(gallery: Gallery) -> dict[int, PersonRule]:
+    return {p.id: PersonRule(p.id, p.name, p.active, p.valid_from, p.valid_until, p.schedule)
+            for p in gallery.list_persons()}
+
+
+def local_zone(name: str | None) -> tzinfo:
+    if name:
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(name)
+    zone = datetime.now().astimezone().tzinfo
+    return zone if zone is not None else UTC
+
+
+@dataclass
+class Stats:
+    frames: int = 0
+    faces: int = 0
+    decisions: int = 0
+    granted: int = 0
+    denied: int = 0
+    first_face_frame: int | None = None
+    first_grant_frame: int | None = None
+    grant_latency_ms: list[float] = field(default_factory=list)  # face in view -> relay command
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Daemon:
+    def __init__(self, config: Config, source: FrameSource, recognizer: Recognizer, gallery: Gallery, door: Door,
+                 model_sha: str, device_id: str | None = None, stop: threading.Event | None = None,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC), realtime: bool = False) -> None:
+        self.config, self.source, self.recognizer, self.gallery, self.door = config, source, recognizer, gallery, door
+        self.model_sha = model_sha
+        self.device_id = device_id or config.device.id or socket.gethostname()
+        self.stop = stop or threading.Event()
+        self.now = now
+        self.realtime = realtime  # play a video file at its own frame rate, as a camera would deliver it
+        self.tz = local_zone(config.device.timezone)
+        acc = config.access
+        self.controller = AccessController(
+            AccessPolicy(self.tz, require_mask=config.recognition.require_mask),
+            Tracker(votes=acc.votes, window=acc.window), person_rules(gallery), cooldown_s=acc.cooldown_seconds)
+        self.stats = Stats()
+        self._reload = threading.Event()
+        # Door callbacks arrive on gpiozero's and the door's threads; SQLite stays on this one.
+        self._door_events: queue.SimpleQueue[tuple[DoorEvent, dict[str, object]]] = queue.SimpleQueue()
+        self._camera_ok = True
+        self._face_since: float | None = None  # monotonic time the current face came into view
+        self._watchdog = sdnotify.watchdog_interval()
+        self._last_ping = 0.0
+        self._last_prune = -PRUNE_EVERY_S
+
+    # --- control ----------------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def install_signal_handlers(self) -> None:
+        def on_stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %s: stopping", signal.Signals(signum).name)
+            self.stop.set()
+
+        def on_hup(_signum: int, _frame: FrameType | None) -> None:
+            self.request_reload()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def reload(self) -> None:
+        """Gallery changed (SIGHUP, or an admin command later): new matcher, new person rules."""
+        matcher = Matcher.from_gallery(self.gallery, self.model_sha)
+        self.recognizer.matcher = matcher
+        self.controller.set_persons(person_rules(self.gallery))
+        log.info("gallery reloaded: %d persons, %d templates, version %d", matcher.n_persons, matcher.n_templates,
+                 matcher.gallery_version)
+        sdnotify.notify(f"STATUS=gallery version {matcher.gallery_version}, {matcher.n_persons} persons")
+
+    # --- events -----------------------------------------------------------------------------------
+
+    def on_door_event(self, event: DoorEvent, info: dict[str, object]) -> None:
+        """Door callback (any thread): logged now, stored by the loop (alarms and exit requests)."""
+        level = logging.WARNING if event in (DoorEvent.FORCED_OPEN, DoorEvent.HELD_OPEN) else logging.INFO
+        log.log(level, "door: %s %s", event.name.lower(), info)
+        if event in (DoorEvent.FORCED_OPEN, DoorEvent.HELD_OPEN, DoorEvent.EXIT_REQUEST):
+            self._door_events.put((event, info))
+
+    def _store_door_events(self) -> None:
+        while True:
+            try:
+                event, info = self._door_events.get_nowait()
+            except queue.Empty:
+                return
+            self._record("door", event.name.lower(), details={"device": self.device_id, **info})
+
+    def _record(self, kind: str, reason: str, **kw: Any) -> None:
+        try:
+            self.gallery.record_event(kind, reason=reason, **kw)
+        except EdgeAppError:
+            # A full disk must not keep the door from working: log it, the decision stands.
+            log.exception("could not store a %s event (%s)", kind, reason)
+
+    def _store_decision(self, d: AccessDecision, rec: Recognition | None, frame: Frame) -> None:
+        details: dict[str, Any] = {"device": self.device_id, "decision": "granted" if d.granted else "denied",
+                                   **d.details()}
+        if self.config.events.snapshots and rec is not None:
+            details["snapshot"] = str(self._snapshot(d, rec, frame))
+        mask = None if d.masked is None else ("yes" if d.masked else "no")
+        self._record("access", d.reason.value, person_id=d.person_id, person_name=d.person_name, score=d.score,
+                     mask=mask, details=details, event_id=d.id, ts=d.at)
+
+    def _snapshot_dir(self) -> Path:
+        return self.config.events.snapshot_dir or Path(self.gallery.path).parent / "snapshots"
+
+    def _snapshot(self, d: AccessDecision, rec: Recognition, frame: Frame) -> Path:
+        x0, y0, x1, y1 = (round(v) for v in rec.face.detection.box)
+        h, w = frame.image.shape[:2]
+        pad = (x1 - x0) // 4
+        crop = frame.image[max(0, y0 - pad):min(h, y1 + pad), max(0, x0 - pad):min(w, x1 + pad)]
+        path = self._snapshot_dir() / f"{d.at:%Y%m%d-%H%M%S}-{d.id}.jpg"
+        write_image(path, crop)
+        return path
+
+    def prune(self) -> None:
+        ev = self.config.events
+        self.gallery.prune_events(self.now() - timedelta(days=ev.retention_days))
+        folder = self._snapshot_dir()
+        if folder.is_dir():
+            cutoff = time.time() - ev.snapshot_retention_days * 86400
+            for p in folder.glob("*.jpg"):
+                if p.stat().st_mtime < cutoff:
+                    p.unlink(missing_ok=True)
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def _frames(self) -> Iterator[Frame | None]:
+        """Frames to process; None means "nothing new right now" (a live camera between frames)."""
+        every = self.config.access.every_nth_frame
+        if not self.source.live:
+            start = time.monotonic()
+            with self.source:
+                for frame in self.source:
+                    if self.realtime and self.stop.wait(max(0.0, start + frame.timestamp - time.monotonic())):
+                        return
+                    if frame.index % every == 0:
+                        yield frame
+            return
+        from edge_app.hardware.camera import LatestFrame
+
+        grabber = LatestFrame(self.source, self.stop)
+        grabber.start()
+        try:
+            while not self.stop.is_set():
+                newest = grabber.get(timeout=0.5)
+                self._camera_status(grabber.last_error)
+                yield newest
+        finally:
+            grabber.stop()
+
+    def _camera_status(self, error: BaseException | None) -> None:
+        if error is not None and self._camera_ok:
+            self._camera_ok = False
+            log.error("camera lost: %s", error)
+            sdnotify.notify(f"STATUS=camera lost: {error}")
+            self._record("camera", "lost", details={"device": self.device_id, "error": str(error)})
+        elif error is None and not self._camera_ok:
+            self._camera_ok = True
+            log.warning("camera back")
+            sdnotify.notify("STATUS=camera back")
+            self._record("camera", "recovered", details={"device": self.device_id})
+
+    def _ping(self) -> None:
+        t = time.monotonic()
+        if self._watchdog and t - self._last_ping >= self._watchdog / 2:
+            sdnotify.notify("WATCHDOG=1")
+            self._last_ping = t
+        if t - self._last_prune >= PRUNE_EVERY_S:
+            self._last_prune = t
+            try:
+                self.prune()
+            except (EdgeAppError, OSError):
+                log.exception("pruning old events failed")
+
+    def step(self, frame: Frame) -> list[AccessDecision]:
+        """One frame through recognition, voting, policy, door and event log."""
+        recs = self.recognizer.recognize(frame.image)
+        t_seen = time.monotonic()
+        self.stats.frames += 1
+        self.stats.faces += len(recs)
+        if recs and self._face_since is None:
+            self._face_since = t_seen
+            if self.stats.first_face_frame is None:
+                self.stats.first_face_frame = self.stats.frames
+        elif not recs:
+            self._face_since = None
+        decisions = self.controller.observe(recs, self.now())
+        by_track = {t.id: t for t in self.controller.tracker.tracks}
+        for d in decisions:
+            if d.granted:
+                self.door.unlock(reason="grant")
+                self.stats.granted += 1
+                if self.stats.first_grant_frame is None:
+                    self.stats.first_grant_frame = self.stats.frames
+                if self._face_since is not None:
+                    self.stats.grant_latency_ms.append((time.monotonic() - self._face_since) * 1e3)
+                log.info("granted %s (score %.3f, mask %s)", d.person_name, d.score or 0.0, d.masked)
+            else:
+                self.stats.denied += 1
+                log.info("denied: %s (%s)", d.reason.value, d.person_name or "unknown face")
+            self.stats.decisions += 1
+            track = by_track.get(d.track_id)
+            rec = self._rec_for(recs, track.box) if track else None
+            self._store_decision(d, rec, frame)
+        return decisions
+
+    @staticmethod
+    def _rec_for(recs: list[Recognition], box: tuple[float, float, float, float]) -> Recognition | None:
+        for r in recs:
+            if r.face.detection.box == box:
+                return r
+        return None
+
+    def run(self, max_frames: int | None = None) -> int:
+        """Until stopped (or the end of a video file). Returns an exit code: 0 clean stop, 1 failure."""
+        sdnotify.notify("READY=1", f"STATUS=watching {self.source.description}")
+        log.info("running: device %s, source %s, %d persons", self.device_id, self.source.description,
+                 self.recognizer.matcher.n_persons)
+        code = 0
+        try:
+            for frame in self._frames():
+                if self.stop.is_set():
+                    break
+                self._ping()
+                self._store_door_events()
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
+                if frame is not None:
+                    self.step(frame)
+                if max_frames is not None and self.stats.frames >= max_frames:
+                    break
+        except SourceError as exc:
+            log.error("camera failed: %s", exc)
+            code = 1
+        finally:
+            sdnotify.notify("STOPPING=1")
+            self.door.close()
+            self._store_door_events()
+        log.info("stopped: %s", self.stats.as_dict())
+        return code
+
+
+def pin_factory(mode: str) -> Any:
+    """gpiozero's pin factory: None (gpiozero picks the real one) on a Pi; MockFactory elsewhere or on request."""
+    model = Path("/proc/device-tree/model")
+    on_pi = model.is_file() and "raspberry pi" in model.read_text(errors="replace").lower()
+    if mode == "auto" and on_pi:
+        return None
+    from gpiozero.pins.mock import MockFactory
+
+    if mode == "auto":
+        log.warning("=" * 70)
+        log.warning("NOT A RASPBERRY PI: the door relay is SIMULATED (gpiozero MockFactory). Nothing will open.")
+        log.warning("Set [door] pins = \"mock\" to silence this on a bench machine.")
+        log.warning("=" * 70)
+    return MockFactory()
+
+
+def default_device_id() -> str:
+    return os.environ.get("EDGE_APP_DEVICE_ID") or socket.gethostname()
