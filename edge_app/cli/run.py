@@ -41,7 +41,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     base = policy(args, ms)
     # The door decides require_mask through the access policy (with its reason code), not the recognizer.
     rec_policy = RecognitionPolicy(base.threshold, base.masked_threshold, False, base.masked_gallery)
-    source = open_source(args.source or cfg.camera.source)
+    cam = cfg.camera
+    source = open_source(args.source or cam.source, no_frame_timeout=cam.no_frame_seconds, size=(cam.width, cam.height))
     daemon_ref: list[Daemon] = []
 
     def on_door_event(event: DoorEvent, info: dict[str, object]) -> None:

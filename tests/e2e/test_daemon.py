@@ -255,3 +255,97 @@ def test_forced_door_and_exit_button_become_events(tmp_path, scenes, gallery_db,
         door_events = [e["reason"] for e in g.events() if e["kind"] == "door"][::-1]
     assert door_events == ["forced_open", "exit_request"]
     factory.pin(RELAY).assert_states([False, True, False])  # the exit request pulsed the relay once
+
+
+def test_systemd_hears_ready_watchdog_and_stopping(tmp_path, scenes, gallery_db, pipeline, model_set, monkeypatch):
+    import socket
+
+    sock_path = tmp_path / "notify.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(sock_path))
+    server.settimeout(2)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # 0.2 s: a ping at least every 0.1 s
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    video = write_video(tmp_path / "w.avi", [scenes["hall"]] * 6)  # 0.6 s in real time
+    with Gallery(gallery_db) as g:
+        t = model_set.thresholds()
+        rec = Recognizer(pipeline, Matcher.from_gallery(g, model_set.embedder_sha),
+                         RecognitionPolicy(t.plain, t.masked))
+        door = Door(DoorConfig(relay_pin=RELAY), pin_factory=MockFactory())
+        daemon = Daemon(parse_config('[door]\npins = "mock"\n'), OpenCVSource(str(video)), rec, g, door,
+                        model_set.embedder_sha, realtime=True)
+        assert daemon.run() == 0
+    messages = []
+    try:
+        while True:
+            messages.append(server.recv(4096).decode())
+    except TimeoutError:
+        pass
+    finally:
+        server.close()
+    assert messages[0].startswith("READY=1\nSTATUS=watching")
+    assert messages.count("WATCHDOG=1") >= 3
+    assert messages[-1] == "STOPPING=1"
+
+
+def test_sighup_reloads_the_gallery_without_a_restart(tmp_path, scenes, gallery_db, pipeline, model_set, rgb):
+    """Biden is enrolled by another process while the daemon runs; SIGHUP makes the daemon see him."""
+    import threading
+
+    frames = [scenes["hall"]] * 10 + scenes["walk"]("biden.jpg", 8)
+    video = write_video(tmp_path / "h.avi", frames)
+    biden = pipeline.process(rgb("biden.jpg"), max_faces=1)[0].embedding
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        with Gallery(gallery_db) as g:
+            t = model_set.thresholds()
+            rec = Recognizer(pipeline, Matcher.from_gallery(g, model_set.embedder_sha),
+                             RecognitionPolicy(t.plain, t.masked))
+            door = Door(DoorConfig(relay_pin=RELAY, pulse_seconds=0.2), pin_factory=MockFactory())
+            daemon = Daemon(parse_config('[door]\npins = "mock"\n'), OpenCVSource(str(video)), rec, g, door,
+                            model_set.embedder_sha, realtime=True)
+            daemon.install_signal_handlers()
+
+            def admin() -> None:
+                time.sleep(0.2)  # the hall frames are playing
+                with Gallery(gallery_db) as other:
+                    other.add_person("Biden")
+                    other.add_templates("Biden", biden[None], model_sha=model_set.embedder_sha, masked=False)
+                os.kill(os.getpid(), signal.SIGHUP)
+
+            th = threading.Thread(target=admin, name="admin")
+            th.start()
+            assert daemon.run() == 0
+            th.join()
+            granted = [e["person_name"] for e in g.events() if e["reason"] == "granted"]
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    assert granted == ["Biden"]
+
+
+def test_snapshots_only_when_asked_and_pruned(tmp_path, scenes, gallery_db, pipeline, model_set):
+    frames = scenes["walk"]("obama2.jpg")
+    _, _, _, events = run_daemon(write_video(tmp_path / "n.avi", frames), gallery_db, pipeline, model_set)
+    assert "snapshot" not in events[0]["details"]
+    snaps = tmp_path / "snaps"
+    _, daemon, _, events = run_daemon(write_video(tmp_path / "y.avi", frames), gallery_db, pipeline, model_set,
+                                      f'[events]\nsnapshots = true\nsnapshot_dir = "{snaps}"\n')
+    shot = Path(events[-1]["details"]["snapshot"])
+    assert shot.parent == snaps and shot.is_file() and cv2.imread(str(shot)) is not None
+    os.utime(shot, (time.time() - 8 * 86400,) * 2)  # older than the 7-day default
+    with Gallery(gallery_db) as g:
+        daemon.gallery = g
+        daemon.prune()
+    assert not shot.exists()
+
+
+def test_off_a_pi_the_pins_are_simulated_with_a_loud_warning(caplog):
+    from edge_app.daemon import pin_factory
+
+    assert isinstance(pin_factory("auto"), MockFactory)  # this machine is no Raspberry Pi
+    assert "NOT A RASPBERRY PI" in caplog.text
+    caplog.clear()
+    assert isinstance(pin_factory("mock"), MockFactory)
+    assert "NOT A RASPBERRY PI" not in caplog.text
