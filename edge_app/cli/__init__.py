@@ -115,7 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames (testing)")
     p.add_argument("--realtime", action="store_true",
                    help="play a video file at its frame rate, as a camera would deliver it (demos, tests)")
-    p.add_argument("--require-mask", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run.cmd_run)
     return ap
 
