@@ -77,8 +77,21 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
         db.execute(sql)
 
 
+def _m002_outbox_and_commands(db: sqlite_utils.Database) -> None:
+    for sql in (
+        # Messages waiting for the broker: kept until acknowledged, sent in seq order (edge_app.gallery.outbox).
+        """CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,
+            qos INTEGER NOT NULL, retain INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL)""",
+        # Ids of admin commands already executed, kept for the replay window (edge_app.mqtt.security).
+        "CREATE TABLE seen_commands (id TEXT PRIMARY KEY, issued_at REAL NOT NULL, seen_at TEXT NOT NULL)",
+        "CREATE INDEX idx_seen_commands_issued ON seen_commands(issued_at)",
+    ):
+        db.execute(sql)
+
+
 # Append only: position i migrates schema version i -> i + 1.
-MIGRATIONS: Final[list[Callable[[sqlite_utils.Database], None]]] = [_m001_initial]
+MIGRATIONS: Final[list[Callable[[sqlite_utils.Database], None]]] = [_m001_initial, _m002_outbox_and_commands]
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -303,6 +316,15 @@ class Gallery:
 
     def _write(self) -> AbstractContextManager[None]:
         return self._txn("BEGIN IMMEDIATE")
+
+    def write_transaction(self) -> AbstractContextManager[None]:
+        """One atomic write (BEGIN IMMEDIATE ... COMMIT, rolled back on any exception); for the sibling
+        modules that keep their own tables in this file (outbox, seen commands)."""
+        return self._write()
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        return self._db
 
     def _read(self) -> AbstractContextManager[None]:
         return self._txn("BEGIN")  # a snapshot, so multi-query reads are consistent
