@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.errors import EdgeAppError, InputNotFoundError
-from edge_app.imageio import IMAGE_EXTS, read_image
+from edge_app.imageio import IMAGE_EXTS, decode_image, read_image
 from edge_app.vision.align import align
 from edge_app.vision.pipeline import Face, Pipeline
 from edge_app.vision.synth_mask import draw_mask, random_style
@@ -58,9 +58,23 @@ def expand_photos(paths: Iterable[str | Path]) -> list[Path]:
 def embed_photo(pipeline: Pipeline, path: Path, n_masked: int = 0) -> PhotoResult:
     """One enrolment photo -> its face and, when ``n_masked`` > 0, that many synthetic-masked templates."""
     try:
+        data = path.read_bytes()
         rgb = read_image(path)
-    except EdgeAppError as exc:
+    except (EdgeAppError, OSError) as exc:
         return PhotoResult(path, PhotoStatus.UNREADABLE, str(exc))
+    return embed_rgb(pipeline, rgb, path, n_masked, photo_seed(data))
+
+
+def embed_photo_bytes(pipeline: Pipeline, data: bytes, n_masked: int = 0, name: str = "photo") -> PhotoResult:
+    """The same for an encoded image received over the network."""
+    try:
+        rgb = decode_image(data, name)
+    except EdgeAppError as exc:
+        return PhotoResult(Path(name), PhotoStatus.UNREADABLE, str(exc))
+    return embed_rgb(pipeline, rgb, Path(name), n_masked, photo_seed(data))
+
+
+def embed_rgb(pipeline: Pipeline, rgb: np.ndarray, path: Path, n_masked: int, seed: int) -> PhotoResult:
     faces = pipeline.process(rgb)
     if not faces:
         return PhotoResult(path, PhotoStatus.NO_FACE, "no face found")
@@ -76,8 +90,7 @@ def embed_photo(pipeline: Pipeline, path: Path, n_masked: int = 0) -> PhotoResul
         if face.masked:
             # A photo of someone already wearing a mask gives masked templates on its own.
             return PhotoResult(path, PhotoStatus.OK, "ok (photo shows a mask)", face)
-        masked = tuple(masked_embeddings(pipeline, rgb, face.detection.keypoints, n_masked,
-                                         photo_seed(path.read_bytes())))
+        masked = tuple(masked_embeddings(pipeline, rgb, face.detection.keypoints, n_masked, seed))
     return PhotoResult(path, PhotoStatus.OK, "ok", face, masked)
 
 

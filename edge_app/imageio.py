@@ -26,13 +26,17 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"expected an image file, got a folder: {path}")
     # imdecode from bytes rather than imread: imread cannot report *why* it failed and
     # mishandles some non-ASCII paths.
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0:
-        raise ImageError(f"cannot decode image {path}: the file is empty")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return decode_image(np.fromfile(str(path), dtype=np.uint8).tobytes(), str(path))
+
+
+def decode_image(data: bytes, what: str = "image") -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, ...) -> RGB uint8; ImageError naming ``what`` if they are not one."""
+    if not data:
+        raise ImageError(f"cannot decode image {what}: the file is empty")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
-        raise ImageError(f"cannot decode image {path}: not a supported image or the file is corrupt "
-                         f"({data.size} bytes)")
+        raise ImageError(f"cannot decode image {what}: not a supported image or the file is corrupt "
+                         f"({len(data)} bytes)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -264,6 +264,7 @@ class Gallery:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._depth = 0  # nesting of _txn
         try:
             self._db = sqlite_utils.Database(self.path, execute_plugins=False)
         except sqlite3.Error as e:
@@ -299,11 +300,21 @@ class Gallery:
 
     @contextmanager
     def _txn(self, begin: str) -> Iterator[None]:
+        # Nested use joins the outer transaction, so several operations can be made atomic together
+        # (an admin command that updates a person and swaps their templates).
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
         conn = self._db.conn
         try:
             conn.execute(begin)
         except sqlite3.Error as e:
             raise GalleryError(f"{self.path}: cannot start a transaction: {e}") from e
+        self._depth = 1
         try:
             yield
             conn.execute("COMMIT")
@@ -313,6 +324,8 @@ class Gallery:
             if isinstance(exc, sqlite3.Error):
                 raise GalleryError(f"{self.path}: {exc}") from exc
             raise
+        finally:
+            self._depth = 0
 
     def _write(self) -> AbstractContextManager[None]:
         return self._txn("BEGIN IMMEDIATE")

@@ -440,3 +440,23 @@ def test_event_ids_times_and_retention(tmp_path):
         assert [e["reason"] for e in g.events()] == ["unknown_face"]
         with pytest.raises(GalleryInputError, match="timezone-aware"):
             g.prune_events(datetime(2026, 1, 1))
+
+
+def test_nested_operations_are_one_transaction(tmp_path):
+    import numpy as np
+
+    sha = "ab" * 32
+    with Gallery(tmp_path / "g.db") as g:
+        g.add_person("Ana")
+        g.add_templates("Ana", np.ones((1, 4), np.float32), model_sha=sha, masked=False)
+        version = g.gallery_version
+        with pytest.raises(GalleryInputError), g.write_transaction():
+            g.upsert_person("Ana", note="moved to building B")
+            g.replace_person_templates("Ana", np.full((1, 4), np.nan, np.float32), model_sha=sha, masked=False)
+        # The failed template swap took the note change with it.
+        assert g.get_person("Ana").note is None and g.get_person("Ana").n_templates == 1
+        assert g.gallery_version == version
+        with g.write_transaction():
+            g.upsert_person("Ana", note="moved")
+            g.replace_person_templates("Ana", np.ones((2, 4), np.float32), model_sha=sha, masked=False)
+        assert g.get_person("Ana").note == "moved" and g.get_person("Ana").n_templates == 2
