@@ -1,0 +1,46 @@
+"""Home Assistant MQTT discovery: the kiosk appears as a device with its door, contact and last access.
+
+Published retained under ``<ha_prefix>/<component>/<device>/<object>/config``; every entity reads
+the device's retained state topic and is available while the status topic says "online".
+Remote unlock from Home Assistant is off unless the config enables it: HA cannot sign commands,
+so its unlock button relies on the broker's ACLs alone. Without it the door is a read-only
+binary sensor (device class "lock").
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from edge_app import __version__
+
+
+def discovery_messages(prefix: str, device_id: str, *, ha_prefix: str = "homeassistant",
+                       remote_unlock: bool = False, has_contact: bool = False) -> list[tuple[str, bytes]]:
+    """(topic, retained payload) pairs to publish after every connect."""
+    base = f"{prefix}/{device_id}"
+    device = {"identifiers": [f"edge-app-{device_id}"], "name": f"Door kiosk {device_id}",
+              "manufacturer": "edge-app", "model": "masked-face door kiosk", "sw_version": __version__}
+    common: dict[str, Any] = {"availability_topic": f"{base}/status", "payload_available": "online",
+                              "payload_not_available": "offline", "device": device, "state_topic": f"{base}/state"}
+    out: list[tuple[str, dict[str, Any]]] = []
+    if remote_unlock:
+        out.append((f"{ha_prefix}/lock/{device_id}/door/config", {
+            **common, "name": "Door", "unique_id": f"{device_id}-door",
+            "value_template": "{{ value_json.door }}", "state_locked": "locked", "state_unlocked": "unlocked",
+            "command_topic": f"{base}/ha/unlock", "payload_unlock": "UNLOCK", "payload_lock": "LOCK",
+            "optimistic": False}))
+    else:
+        out.append((f"{ha_prefix}/binary_sensor/{device_id}/door/config", {
+            **common, "name": "Door lock", "unique_id": f"{device_id}-door", "device_class": "lock",
+            # HA's lock device class: ON means unlocked.
+            "value_template": "{{ 'ON' if value_json.door == 'unlocked' else 'OFF' }}"}))
+    if has_contact:
+        out.append((f"{ha_prefix}/binary_sensor/{device_id}/contact/config", {
+            **common, "name": "Door contact", "unique_id": f"{device_id}-contact", "device_class": "door",
+            "value_template": "{{ 'ON' if value_json.door_open else 'OFF' }}"}))
+    out.append((f"{ha_prefix}/sensor/{device_id}/last_access/config", {
+        **common, "name": "Last access", "unique_id": f"{device_id}-last-access", "icon": "mdi:account-key",
+        "value_template": "{{ value_json.last_access.summary if value_json.last_access else 'none' }}",
+        "json_attributes_topic": f"{base}/state", "json_attributes_template": "{{ value_json.last_access | tojson }}"}))
+    return [(topic, json.dumps(payload, sort_keys=True).encode()) for topic, payload in out]

@@ -1,0 +1,30 @@
+"""Home Assistant discovery payloads: right topics, availability, and unlock only when enabled."""
+
+from __future__ import annotations
+
+import json
+
+from edge_app.mqtt.discovery import discovery_messages
+
+
+def decode(msgs):  # type: ignore[no-untyped-def]
+    return {topic: json.loads(payload) for topic, payload in msgs}
+
+
+def test_read_only_by_default():
+    msgs = decode(discovery_messages("edge-app", "front"))
+    assert set(msgs) == {"homeassistant/binary_sensor/front/door/config",
+                         "homeassistant/sensor/front/last_access/config"}
+    for cfg in msgs.values():
+        assert cfg["availability_topic"] == "edge-app/front/status" and cfg["state_topic"] == "edge-app/front/state"
+        assert cfg["device"]["identifiers"] == ["edge-app-front"]
+        assert "command_topic" not in cfg
+    assert msgs["homeassistant/binary_sensor/front/door/config"]["device_class"] == "lock"
+
+
+def test_unlock_and_contact_when_configured():
+    msgs = decode(discovery_messages("site", "back", ha_prefix="ha", remote_unlock=True, has_contact=True))
+    lock = msgs["ha/lock/back/door/config"]
+    assert lock["command_topic"] == "site/back/ha/unlock" and lock["payload_unlock"] == "UNLOCK"
+    assert msgs["ha/binary_sensor/back/contact/config"]["device_class"] == "door"
+    assert len({c["unique_id"] for c in msgs.values()}) == 3
