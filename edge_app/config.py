@@ -29,6 +29,7 @@ __all__ = [
     "DeviceConfig",
     "DoorSection",
     "EventsConfig",
+    "MqttConfig",
     "GalleryConfig",
     "ModelsConfig",
     "RecognitionConfig",
@@ -147,6 +148,49 @@ class EventsConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = field(default=1883, metadata=rule(lo=1, hi=65535))
+    prefix: str = "edge-app"
+    groups: str = ""  # comma-separated fleet groups: commands on <prefix>/group/<name>/cmd reach this device
+    username: str | None = None
+    password_file: Path | None = None  # a file holding the password (not the password: the config is 0640)
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    admin_keys: str = ""  # comma-separated "ed25519:<base64>" public keys allowed to sign commands
+    command_window_seconds: float = field(default=300.0, metadata=rule(lo=10, hi=86400))
+    allow_remote_unlock: bool = False  # the signed door.unlock command
+    state_interval_seconds: float = field(default=60.0, metadata=rule(lo=1, hi=3600))
+    ha_discovery: bool = False
+    ha_prefix: str = "homeassistant"
+    ha_remote_unlock: bool = False  # Home Assistant's unsigned unlock button; relies on broker ACLs
+
+    def __post_init__(self) -> None:
+        for name in ("prefix", "ha_prefix"):
+            value = getattr(self, name)
+            if not value or any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
+                raise ValueError(f"{name}: not a usable MQTT topic prefix: {value!r}")
+        for g in self.group_list:
+            if any(c in g for c in "+#/"):
+                raise ValueError(f"groups: {g!r} contains + # or /")
+        if self.cert_file is not None and self.key_file is None:
+            raise ValueError("cert_file is set but key_file is not: a client certificate needs its key")
+        if self.enabled and not self.admin_keys.strip():
+            log.warning("[mqtt] admin_keys is empty: this device will refuse every admin command")
+
+    @property
+    def group_list(self) -> tuple[str, ...]:
+        return tuple(g.strip() for g in self.groups.split(",") if g.strip())
+
+    @property
+    def admin_key_list(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.admin_keys.split(",") if k.strip())
+
+
+@dataclass(frozen=True)
 class Config:
     """Every field whose type is a dataclass is a ``[section]`` of the file."""
 
@@ -156,6 +200,7 @@ class Config:
     access: AccessConfig = field(default_factory=AccessConfig)
     door: DoorSection = field(default_factory=DoorSection)
     events: EventsConfig = field(default_factory=EventsConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     gallery: GalleryConfig = field(default_factory=GalleryConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     # Where it was read from; not compared, so equal settings are equal configs.

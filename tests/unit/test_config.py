@@ -157,7 +157,7 @@ def test_unknown_section_suggests_closest():
 
 def test_unknown_section_without_close_match_lists_known():
     _raises("[xyzzy]\n", "[xyzzy]: unknown section, known: [access], [camera], [device], [door], [events], [gallery], "
-                          "[models], [recognition]")
+                          "[models], [mqtt], [recognition]")
 
 
 def test_unknown_key_suggests_closest():
@@ -176,7 +176,7 @@ def test_top_level_key_says_which_section_it_belongs_in():
 def test_top_level_unknown_key_lists_sections():
     _raises("foo = 1", "foo: a top-level key is not allowed, "
                        "settings belong in a section: [access], [camera], [device], [door], [events], "
-                       "[gallery], [models], [recognition]")
+                       "[gallery], [models], [mqtt], [recognition]")
 
 
 @pytest.mark.parametrize(("text", "found"), [("recognition = 3", "3"), ("[[recognition]]", "an array")])
@@ -326,6 +326,10 @@ def test_describe_names_the_source(tmp_path):
     ('[device]\ntimezone = "Mars/Olympus"\n', "[device] timezone: unknown time zone 'Mars/Olympus'"),
     ('[door]\nlock_type = "magnet"\n', '[door] lock_type: expected one of "fail_secure", "fail_safe", got "magnet"'),
     ("[camera]\nwidth = 10\n", "[camera] width: expected an integer in 64..4096, got 10"),
+    ('[mqtt]\nprefix = "a/#"\n', "[mqtt] prefix: not a usable MQTT topic prefix: 'a/#'"),
+    ('[mqtt]\ngroups = "lobby, floor/2"\n', "[mqtt] groups: 'floor/2' contains + # or /"),
+    ('[mqtt]\ncert_file = "c.pem"\n', "[mqtt] cert_file is set but key_file is not"),
+    ("[mqtt]\nport = 0\n", "[mqtt] port: expected an integer in 1..65535, got 0"),
 ])
 def test_daemon_sections_check_values_and_combinations(text, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
