@@ -61,3 +61,35 @@ class DoorError(EdgeAppError, RuntimeError):
 
 class SourceTimeoutError(SourceError, TimeoutError):
     """A live source delivered no frame for longer than its timeout, reopening included."""
+
+
+class CryptoKeyError(EdgeAppError, ValueError):
+    """A signing key is unusable: not a key, wrong type or length, encrypted; the message says which."""
+
+
+class CryptoKeyNotFoundError(CryptoKeyError, FileNotFoundError):
+    """A key file does not exist; the message names the path."""
+
+
+class CryptoKeyExistsError(EdgeAppError, FileExistsError):
+    """A key file is already there and overwriting was not asked for."""
+
+
+class CommandRejected(EdgeAppError, ValueError):
+    """An admin command was refused (edge_app.mqtt.security).
+
+    ``reason`` is a short code: too_large, malformed, bad_version, unknown_key, bad_signature,
+    expired, from_future, replayed, wrong_target. ``command_id`` is None when it was not readable.
+    """
+
+    def __init__(self, reason: str, message: str, command_id: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.command_id = command_id
+
+    def __str__(self) -> str:  # the code first, so a logged rejection can be grepped by it
+        return f"{self.reason}: {self.args[0]}" if self.args else self.reason
+
+    def __reduce__(self) -> tuple[type[CommandRejected], tuple[str, str, str | None]]:
+        # The default pickling passes args only, which does not fit __init__.
+        return type(self), (self.reason, str(self.args[0]) if self.args else "", self.command_id)
