@@ -10,6 +10,7 @@ STATUS and STOPPING.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import signal
@@ -34,6 +35,7 @@ from edge_app.gallery.store import Gallery
 from edge_app.hardware.camera import Frame, FrameSource
 from edge_app.hardware.door import Door, DoorEvent
 from edge_app.imageio import write_image
+from edge_app.mqtt.control import ControlPlane
 from edge_app.recognizer import Recognition, Recognizer
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,8 @@ class Stats:
 class Daemon:
     def __init__(self, config: Config, source: FrameSource, recognizer: Recognizer, gallery: Gallery, door: Door,
                  model_sha: str, device_id: str | None = None, stop: threading.Event | None = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC), realtime: bool = False) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC), realtime: bool = False,
+                 control: ControlPlane | None = None) -> None:
         self.config, self.source, self.recognizer, self.gallery, self.door = config, source, recognizer, gallery, door
         self.model_sha = model_sha
         self.device_id = device_id or config.device.id or socket.gethostname()
@@ -86,6 +89,12 @@ class Daemon:
             AccessPolicy(self.tz, require_mask=config.recognition.require_mask),
             Tracker(votes=acc.votes, window=acc.window), person_rules(gallery), cooldown_s=acc.cooldown_seconds)
         self.stats = Stats()
+        self.control = control  # MQTT: events out, state, admin commands in (None: no broker configured)
+        self._state_dirty = threading.Event()
+        self._last_state = -math.inf
+        self._fps_mark = (time.monotonic(), 0)
+        self.fps = 0.0
+        self.last_access: dict[str, Any] | None = None
         self._reload = threading.Event()
         # Door callbacks arrive on gpiozero's and the door's threads; SQLite stays on this one.
         self._door_events: queue.SimpleQueue[tuple[DoorEvent, dict[str, object]]] = queue.SimpleQueue()
@@ -125,6 +134,7 @@ class Daemon:
 
     def on_door_event(self, event: DoorEvent, info: dict[str, object]) -> None:
         """Door callback (any thread): logged now, stored by the loop (alarms and exit requests)."""
+        self._state_dirty.set()
         level = logging.WARNING if event in (DoorEvent.FORCED_OPEN, DoorEvent.HELD_OPEN) else logging.INFO
         log.log(level, "door: %s %s", event.name.lower(), info)
         if event in (DoorEvent.FORCED_OPEN, DoorEvent.HELD_OPEN, DoorEvent.EXIT_REQUEST):
@@ -139,11 +149,20 @@ class Daemon:
             self._record("door", event.name.lower(), details={"device": self.device_id, **info})
 
     def _record(self, kind: str, reason: str, **kw: Any) -> None:
+        ts = kw.pop("ts", None) or self.now()
         try:
-            self.gallery.record_event(kind, reason=reason, **kw)
+            event_id = self.gallery.record_event(kind, reason=reason, ts=ts, **kw)
         except EdgeAppError:
             # A full disk must not keep the door from working: log it, the decision stands.
             log.exception("could not store a %s event (%s)", kind, reason)
+            return
+        if self.control is not None:
+            try:
+                self.control.publish_event({"id": event_id, "ts": ts.isoformat(timespec="milliseconds"),
+                                            "kind": kind, "reason": reason,
+                                            **{k: v for k, v in kw.items() if k != "event_id"}})
+            except EdgeAppError:
+                log.exception("could not queue the %s event for MQTT", kind)
 
     def _store_decision(self, d: AccessDecision, rec: Recognition | None, frame: Frame) -> None:
         details: dict[str, Any] = {"device": self.device_id, "decision": "granted" if d.granted else "denied",
@@ -151,6 +170,9 @@ class Daemon:
         if self.config.events.snapshots and rec is not None:
             details["snapshot"] = str(self._snapshot(d, rec, frame))
         mask = None if d.masked is None else ("yes" if d.masked else "no")
+        self.last_access = {"summary": f"{d.person_name or 'unknown'}: {d.reason.value}", "name": d.person_name,
+                            "granted": d.granted, "reason": d.reason.value, "ts": d.at.isoformat(timespec="seconds")}
+        self._state_dirty.set()
         self._record("access", d.reason.value, person_id=d.person_id, person_name=d.person_name, score=d.score,
                      mask=mask, details=details, event_id=d.id, ts=d.at)
 
@@ -208,11 +230,36 @@ class Daemon:
             log.error("camera lost: %s", error)
             sdnotify.notify(f"STATUS=camera lost: {error}")
             self._record("camera", "lost", details={"device": self.device_id, "error": str(error)})
+            self._state_dirty.set()
         elif error is None and not self._camera_ok:
             self._camera_ok = True
             log.warning("camera back")
             sdnotify.notify("STATUS=camera back")
             self._record("camera", "recovered", details={"device": self.device_id})
+            self._state_dirty.set()
+
+    def state(self) -> dict[str, Any]:
+        return {"door": "locked" if self.door.locked else "unlocked", "door_open": self.door.door_open,
+                "gallery_version": self.recognizer.matcher.gallery_version, "model_sha": self.model_sha,
+                "fps": round(self.fps, 1), "camera": "ok" if self._camera_ok else "lost",
+                "last_access": self.last_access}
+
+    def _mqtt(self) -> None:
+        """Commands in (on this thread), state out when something changed or at the interval."""
+        if self.control is None:
+            return
+        if self.control.poll():
+            self.reload()
+            self._state_dirty.set()
+        t = time.monotonic()
+        t0, n0 = self._fps_mark
+        if t - t0 >= 5.0:
+            self.fps = (self.stats.frames - n0) / (t - t0)
+            self._fps_mark = (t, self.stats.frames)
+        if self._state_dirty.is_set() or t - self._last_state >= self.config.mqtt.state_interval_seconds:
+            self._state_dirty.clear()
+            self._last_state = t
+            self.control.publish_state(self.state())
 
     def _ping(self) -> None:
         t = time.monotonic()
@@ -277,6 +324,7 @@ class Daemon:
                     break
                 self._ping()
                 self._store_door_events()
+                self._mqtt()
                 if self._reload.is_set():
                     self._reload.clear()
                     self.reload()

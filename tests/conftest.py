@@ -82,3 +82,35 @@ def kiosk_frame(img: np.ndarray, box: tuple[float, float, float, float], size: t
     cx, cy = (x0 + x1) / 2 * scale, (y0 + y1) / 2 * scale
     m = np.array([[scale, 0, w / 2 - cx], [0, scale, h / 2 - cy]], np.float64)
     return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+
+
+# --- MQTT: a real mosquitto (tests/mqtt_broker.py) ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mqtt_certs(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """CA, server (127.0.0.1, localhost) and client certificates."""
+    from tests.mqtt_broker import make_certs
+
+    return make_certs(tmp_path_factory.mktemp("mqtt-pki"))
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Plain, anonymous mosquitto on a free loopback port, with persistence; stopped at teardown."""
+    from tests.mqtt_broker import Broker
+
+    broker = Broker(tmp_path / "mosquitto", persistence=True).start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def mqtt_tls_broker(tmp_path: Path, mqtt_certs):  # type: ignore[no-untyped-def]
+    """TLS-only mosquitto that wants a client certificate from mqtt_certs' CA and user kiosk / kiosk-secret."""
+    from tests.mqtt_broker import Broker
+
+    broker = Broker(tmp_path / "mosquitto-tls", tls=mqtt_certs, require_certificate=True,
+                    users={"kiosk": "kiosk-secret"}).start()
+    yield broker
+    broker.stop()

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
 from dataclasses import asdict
+
+import numpy as np
 
 from edge_app.cli import EXIT_OK
 from edge_app.cli.common import models, pipeline, policy, settings
-from edge_app.config import describe
-from edge_app.daemon import Daemon, pin_factory
+from edge_app.config import Config, describe
+from edge_app.daemon import Daemon, default_device_id, pin_factory
+from edge_app.enrol import PhotoStatus, embed_photo_bytes
+from edge_app.errors import ConfigError, EdgeAppError
 from edge_app.gallery.matcher import Matcher
+from edge_app.gallery.outbox import SeenCommands
 from edge_app.gallery.store import Gallery
 from edge_app.hardware.camera import open_source
 from edge_app.hardware.door import Door, DoorConfig, DoorEvent
+from edge_app.models import ModelSet
+from edge_app.mqtt.control import ControlPlane
+from edge_app.mqtt.link import MqttLink, MqttSettings
 from edge_app.recognizer import RecognitionPolicy, Recognizer
+from edge_app.vision.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +33,66 @@ def door_config(args: argparse.Namespace) -> DoorConfig:
     section = asdict(settings(args).door)
     section.pop("pins")
     return DoorConfig(**section)
+
+
+def build_control(cfg: Config, gallery: Gallery, ms: ModelSet, pipe: Pipeline, door: Door, device_id: str,
+                  stop: threading.Event) -> tuple[MqttLink, ControlPlane]:
+    """The MQTT link and the control plane of `[mqtt]`; errors name the key that is wrong."""
+    from edge_app.mqtt.commands import CommandError, CommandHandler
+    from edge_app.mqtt.security import CommandVerifier, load_public_key
+
+    m = cfg.mqtt
+    where = f"{cfg.source or 'config'}: [mqtt]"
+    try:
+        keys = [load_public_key(k) for k in m.admin_key_list]
+    except EdgeAppError as exc:
+        raise ConfigError(f"{where} admin_keys: {exc}") from None
+    password = None
+    if m.password_file is not None:
+        try:
+            password = m.password_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{where} password_file: cannot read {m.password_file}: {exc.strerror}") from None
+    groups = (*m.group_list, "all")  # every kiosk hears the fleet-wide topic
+    try:
+        settings = MqttSettings(host=m.host, port=m.port, prefix=m.prefix, device_id=device_id, groups=groups,
+                                username=m.username, password=password, tls=m.tls, ca_file=m.ca_file,
+                                cert_file=m.cert_file, key_file=m.key_file)
+    except ValueError as exc:
+        raise ConfigError(f"{where} {exc}") from None
+
+    def embed(data: bytes) -> tuple[np.ndarray, list[np.ndarray]]:
+        r = embed_photo_bytes(pipe, data, cfg.recognition.masked_templates_per_photo)
+        if r.status is not PhotoStatus.OK or r.embedding is None:
+            raise CommandError("bad_photo", r.detail)
+        return r.embedding, list(r.masked_embeddings)
+
+    def unlock(seconds: float | None) -> None:
+        door.unlock(seconds, reason="remote")
+
+    handler = CommandHandler(gallery, ms.embedder_sha, pipe.embedder.dim, device_id, embed_photo=embed,
+                             unlock=unlock, allow_remote_unlock=m.allow_remote_unlock)
+    verifier = CommandVerifier(keys, SeenCommands(gallery), device_id, m.group_list,
+                               window_s=m.command_window_seconds)
+    ha_topic = f"{m.prefix}/{device_id}/ha/unlock" if m.ha_remote_unlock else None
+    control_ref: list[ControlPlane] = []
+
+    def on_command(topic: str, payload: bytes) -> None:
+        if control_ref:
+            control_ref[0].on_command(topic, payload)
+
+    discovery: tuple[tuple[str, bytes], ...] = ()
+    if m.ha_discovery:
+        from edge_app.mqtt.discovery import discovery_messages
+
+        discovery = tuple(discovery_messages(m.prefix, device_id, ha_prefix=m.ha_prefix,
+                                             remote_unlock=m.ha_remote_unlock,
+                                             has_contact=cfg.door.contact_pin is not None))
+    link = MqttLink(settings, gallery.path, on_command=on_command, stop=stop,
+                    extra_topics=(ha_topic,) if ha_topic else (), retained_on_connect=discovery)
+    control = ControlPlane(link, gallery, verifier, handler, device_id, ha_unlock_topic=ha_topic, unlock=unlock)
+    control_ref.append(control)
+    return link, control
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -50,14 +120,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             daemon_ref[0].on_door_event(event, info)
 
     args.db.parent.mkdir(parents=True, exist_ok=True)
+    device_id = cfg.device.id or default_device_id()
+    stop = threading.Event()
+    link: MqttLink | None = None
     with Gallery(args.db) as gallery:
         matcher = Matcher.from_gallery(gallery, ms.embedder_sha)
         door = Door(door_config(args), pin_factory(cfg.door.pins), on_event=on_door_event)
         try:
+            control = None
+            if cfg.mqtt.enabled:
+                link, control = build_control(cfg, gallery, ms, pipe, door, device_id, stop)
+                link.start()
             daemon = Daemon(cfg, source, Recognizer(pipe, matcher, rec_policy), gallery, door, ms.embedder_sha,
-                            realtime=args.realtime)
+                            device_id=device_id, stop=stop, realtime=args.realtime, control=control)
             daemon_ref.append(daemon)
             daemon.install_signal_handlers()
             return daemon.run(max_frames=args.max_frames)
         finally:
             door.close()  # idempotent; the relay is locked whatever happened above
+            if link is not None:
+                link.stop()
