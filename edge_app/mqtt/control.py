@@ -77,7 +77,14 @@ class ControlPlane:
         if payload.strip().upper() == b"UNLOCK" and self._unlock is not None:
             log.warning("door unlocked from Home Assistant (unsigned; enabled by [mqtt] ha_remote_unlock)")
             self._unlock(None)
-            self.gallery.record_event("door", reason="ha_unlock", details={"device": self.device_id})
+            self._audit("ha_unlock", {})
+
+    def _audit(self, reason: str, details: dict[str, Any]) -> None:
+        details = {"device": self.device_id, **details}
+        ts = datetime.now(UTC)
+        event_id = self.gallery.record_event("door", reason=reason, details=details, ts=ts)
+        self.publish_event({"id": event_id, "ts": ts.isoformat(timespec="milliseconds"), "kind": "door",
+                            "reason": reason, "details": details})
 
     def _run(self, raw: bytes) -> bool:
         command_id: str | None = None
@@ -87,6 +94,8 @@ class ControlPlane:
             command_id, type_ = cmd.id, cmd.type
             result = self.handler.handle(cmd.type, cmd.args)
             log.info("command %s %s from key %s: ok", cmd.type, cmd.id, cmd.kid)
+            if cmd.type == "door.unlock":  # who opened the door remotely belongs in the event log
+                self._audit("remote_unlock", {"command": cmd.id, "key": cmd.kid, "seconds": result.get("seconds")})
             self._answer(command_id, type_, True, result=result)
             return cmd.type in CHANGES_GALLERY
         except CommandRejected as exc:

@@ -1,0 +1,203 @@
+"""The fleet end to end: the real `edge-app run` (subprocess) on a real mosquitto, managed with the real
+`edge-admin`; forged, replayed, expired, malformed and oversized commands are refused and change nothing."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_app.mqtt.security import generate_keypair, load_private_key, sign_command
+
+BIN = Path(sys.executable).parent
+DEVICE = "kiosk-1"
+
+
+class Listener:
+    """An independent MQTT client recording everything under the prefix and Home Assistant's."""
+
+    def __init__(self, port: int) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.cond = threading.Condition()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-listener")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe([("edge-app/#", 1), ("homeassistant/#", 1)])
+        self.client.loop_start()
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        with self.cond:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self.cond.notify_all()
+
+    def wait(self, pred: Any, timeout: float = 20.0) -> list[tuple[str, bytes, bool]]:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                found = [m for m in self.messages if pred(m)]
+                if found or time.monotonic() > deadline:
+                    return found
+                self.cond.wait(0.2)
+
+    def result(self, command_id: str | None, timeout: float = 15.0) -> dict[str, Any]:
+        def match(m: tuple[str, bytes, bool]) -> bool:
+            return m[0] == f"edge-app/{DEVICE}/cmd/result" and json.loads(m[1]).get("id") == command_id
+
+        found = self.wait(match, timeout)
+        assert found, f"no result for {command_id}"
+        return dict(json.loads(found[-1][1]))
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def kiosk(tmp_path, mqtt_broker, faces_dev):  # type: ignore[no-untyped-def]
+    """A running kiosk daemon on a looping hall video, its admin key, and a listener."""
+    key = tmp_path / "admin.key"
+    keygen = subprocess.run([str(BIN / "edge-admin"), "keygen", "--out", str(key)], capture_output=True, text=True,
+                            timeout=30, check=True)
+    video = tmp_path / "hall.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 2, (320, 240))
+    for _ in range(240):  # two minutes at 2 fps, played in real time: the kiosk stays up for the test
+        w.write(np.full((240, 320, 3), 90, np.uint8))
+    w.release()
+    cfg = tmp_path / "kiosk.toml"
+    cfg.write_text(f"""
+[device]
+id = "{DEVICE}"
+[door]
+pins = "mock"
+pulse_seconds = 1
+[camera]
+source = "{video}"
+[mqtt]
+enabled = true
+host = "127.0.0.1"
+port = {mqtt_broker.port}
+groups = "lobby"
+admin_keys = "{keygen.stdout.strip()}"
+allow_remote_unlock = true
+state_interval_seconds = 1
+ha_discovery = true
+""")
+    listener = Listener(mqtt_broker.port)
+    proc = subprocess.Popen([str(BIN / "edge-app"), "run", "--config", str(cfg), "--db", str(tmp_path / "g.db"),
+                             "--realtime"], stderr=subprocess.PIPE, text=True)
+    try:
+        online = listener.wait(lambda m: m[0] == f"edge-app/{DEVICE}/status" and m[1] == b"online", 60)
+        assert online, proc.stderr.read() if proc.poll() is not None and proc.stderr else "kiosk not online"
+        yield {"key": key, "port": mqtt_broker.port, "listener": listener, "proc": proc, "tmp": tmp_path}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        listener.close()
+
+
+def admin(kiosk: dict[str, Any], *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "edge-admin"), *argv, "--broker", f"127.0.0.1:{kiosk['port']}",
+                           "--key", str(kiosk["key"]), "--timeout", "15"],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def gallery_listing(kiosk: dict[str, Any]) -> dict[str, Any]:
+    res = admin(kiosk, "list", "--device", DEVICE, "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    return dict(json.loads(res.stdout)[DEVICE]["result"])
+
+
+def publish(port: int, payload: bytes, topic: str = f"edge-app/{DEVICE}/cmd") -> None:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"attacker-{time.time_ns()}")
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    c.publish(topic, payload, qos=1).wait_for_publish(10)
+    c.loop_stop()
+    c.disconnect()
+
+
+def test_admin_manages_the_kiosk_and_bad_commands_change_nothing(kiosk, faces_dev):
+    tmp, listener = kiosk["tmp"], kiosk["listener"]
+    enrol = subprocess.run([str(BIN / "edge-admin"), "enrol", "--name", "Obama", str(faces_dev / "obama.jpg"),
+                            "--out", str(tmp / "obama.json")], capture_output=True, text=True, timeout=120)
+    assert enrol.returncode == 0, enrol.stderr
+    push = admin(kiosk, "push", str(tmp / "obama.json"), "--device", DEVICE)
+    assert push.returncode == 0 and push.stdout.startswith(f"{DEVICE}: ok"), push.stdout + push.stderr
+    photos = admin(kiosk, "push-photos", "--name", "Biden", str(faces_dev / "biden.jpg"), "--group", "lobby")
+    assert photos.returncode == 0 and '"masked_templates": 3' in photos.stdout, photos.stdout + photos.stderr
+    listing = gallery_listing(kiosk)
+    assert [(p["name"], p["templates"], p["masked_templates"]) for p in listing["persons"]] == [
+        ("Biden", 4, 3), ("Obama", 4, 3)]
+    assert admin(kiosk, "ping", "--all").returncode == 0
+    unlock = admin(kiosk, "unlock", "--device", DEVICE, "--seconds", "1")
+    assert unlock.returncode == 0, unlock.stdout + unlock.stderr
+    version = listing["gallery_version"]
+
+    # Forged: a key the kiosk does not know.
+    stranger, _ = generate_keypair()
+    forged = sign_command(stranger, type="gallery.delete", args={"name": "Obama"}, target=DEVICE)
+    publish(kiosk["port"], forged)
+    # Results for commands whose signature failed carry no trusted id: look for the reason instead.
+    found = listener.wait(lambda m: m[0].endswith("/cmd/result") and b'"unknown_key"' in m[1])
+    assert found and json.loads(found[-1][1])["ok"] is False
+
+    # Replayed: a valid command, sent twice.
+    key = load_private_key(kiosk["key"])
+    ping = sign_command(key, type="ping", args={}, target=DEVICE, command_id="replay-test-0001")
+    publish(kiosk["port"], ping)
+    assert listener.result("replay-test-0001")["ok"] is True
+    publish(kiosk["port"], ping)
+    found = listener.wait(lambda m: m[0].endswith("/cmd/result") and b'"replayed"' in m[1])
+    assert found and json.loads(found[-1][1])["id"] == "replay-test-0001"
+
+    # Expired, malformed, oversized, wrong target, bad arguments.
+    old = sign_command(key, type="gallery.delete", args={"name": "Obama"}, target=DEVICE,
+                       command_id="expired-test-0001", issued_at=time.time() - 3600)
+    publish(kiosk["port"], old)
+    assert listener.result("expired-test-0001")["error"]["reason"] == "expired"
+    publish(kiosk["port"], b"{not json")
+    assert listener.wait(lambda m: m[0].endswith("/cmd/result") and b'"malformed"' in m[1])
+    publish(kiosk["port"], b"x" * (4 * 1024 * 1024 + 1))
+    assert listener.wait(lambda m: m[0].endswith("/cmd/result") and b'"too_large"' in m[1])
+    bad = sign_command(key, type="gallery.upsert", args={"name": "Eve", "templates": {
+        "model_sha": "00" * 32, "dim": 128, "plain": []}}, target=DEVICE, command_id="mismatch-test-0001")
+    publish(kiosk["port"], bad)
+    result = listener.result("mismatch-test-0001")
+    assert result["error"]["reason"] == "model_mismatch" and "made by embedder 000000000000" in \
+        result["error"]["message"]
+
+    after = gallery_listing(kiosk)
+    assert after["gallery_version"] == version and [p["name"] for p in after["persons"]] == ["Biden", "Obama"]
+    assert admin(kiosk, "remove", "Biden", "--device", DEVICE).returncode == 0
+    assert [p["name"] for p in gallery_listing(kiosk)["persons"]] == ["Obama"]
+
+    # State and Home Assistant discovery are retained; the kiosk goes offline cleanly on SIGTERM.
+    states = listener.wait(lambda m: m[0] == f"edge-app/{DEVICE}/state")
+    state = json.loads(states[-1][1])
+    assert state["door"] in ("locked", "unlocked") and state["camera"] == "ok"
+    assert listener.wait(lambda m: m[0] == f"homeassistant/binary_sensor/{DEVICE}/door/config")
+    kiosk["proc"].send_signal(signal.SIGTERM)
+    assert kiosk["proc"].wait(timeout=30) == 0
+    assert listener.wait(lambda m: m[0] == f"edge-app/{DEVICE}/status" and m[1] == b"offline")
+
+
+def test_remote_unlock_is_audited_on_the_events_topic(kiosk):
+    listener = kiosk["listener"]
+    res = admin(kiosk, "unlock", "--device", DEVICE, "--seconds", "1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    events = listener.wait(lambda m: m[0] == f"edge-app/{DEVICE}/events" and b'"remote_unlock"' in m[1])
+    assert events, [m[0] for m in listener.messages]
+    event = json.loads(events[0][1])
+    assert event["kind"] == "door" and event["device"] == DEVICE and len(event["details"]["key"]) == 16
