@@ -92,6 +92,7 @@ admin_keys = "{keygen.stdout.strip()}"
 allow_remote_unlock = true
 state_interval_seconds = 1
 ha_discovery = true
+ha_remote_unlock = true
 """)
     listener = Listener(mqtt_broker.port)
     proc = subprocess.Popen([str(BIN / "edge-app"), "run", "--config", str(cfg), "--db", str(tmp_path / "g.db"),
@@ -187,7 +188,8 @@ def test_admin_manages_the_kiosk_and_bad_commands_change_nothing(kiosk, faces_de
     states = listener.wait(lambda m: m[0] == f"edge-app/{DEVICE}/state")
     state = json.loads(states[-1][1])
     assert state["door"] in ("locked", "unlocked") and state["camera"] == "ok"
-    assert listener.wait(lambda m: m[0] == f"homeassistant/binary_sensor/{DEVICE}/door/config")
+    lock = listener.wait(lambda m: m[0] == f"homeassistant/lock/{DEVICE}/door/config")
+    assert lock and json.loads(lock[-1][1])["command_topic"] == f"edge-app/{DEVICE}/ha/unlock"
     kiosk["proc"].send_signal(signal.SIGTERM)
     assert kiosk["proc"].wait(timeout=30) == 0
     assert listener.wait(lambda m: m[0] == f"edge-app/{DEVICE}/status" and m[1] == b"offline")
@@ -201,3 +203,12 @@ def test_remote_unlock_is_audited_on_the_events_topic(kiosk):
     assert events, [m[0] for m in listener.messages]
     event = json.loads(events[0][1])
     assert event["kind"] == "door" and event["device"] == DEVICE and len(event["details"]["key"]) == 16
+
+
+def test_home_assistant_unlock_when_enabled(kiosk):
+    listener = kiosk["listener"]
+    publish(kiosk["port"], b"UNLOCK", topic=f"edge-app/{DEVICE}/ha/unlock")
+    events = listener.wait(lambda m: m[0] == f"edge-app/{DEVICE}/events" and b'"ha_unlock"' in m[1])
+    assert events and json.loads(events[0][1])["kind"] == "door"
+    states = listener.wait(lambda m: m[0] == f"edge-app/{DEVICE}/state" and b'"unlocked"' in m[1])
+    assert states  # the door state followed the pulse
