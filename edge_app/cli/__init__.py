@@ -1,4 +1,4 @@
-"""`edge-app` command line: enroll, gallery, recognize, run.
+"""`edge-app` command line: enroll, gallery, recognize, run, doctor.
 
 Exit codes (also in the README):
   0  done
@@ -54,7 +54,7 @@ def _count_0_10(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edge_app.cli import gallery_cmds, recognize, run
+    from edge_app.cli import doctor, gallery_cmds, recognize, run
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=None, metavar="FILE",
@@ -116,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", action="store_true",
                    help="play a video file at its frame rate, as a camera would deliver it (demos, tests)")
     p.set_defaults(func=run.cmd_run)
+
+    p = sub.add_parser("doctor", parents=[common],
+                       help="check config, models, camera, GPIO, SQLite, MQTT, clock and disk; exit 1 on a failure")
+    p.add_argument("--source", default=None, help="camera to check instead of [camera] source")
+    p.add_argument("--skip", default=None, metavar="CHECK,...",
+                   help="checks to skip: models, camera, gpio, sqlite, mqtt, clock, disk")
+    p.set_defaults(func=doctor.cmd_doctor, lazy_db=True)  # a bad config is one of its checks, not a crash
     return ap
 
 
@@ -126,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        if getattr(args, "db", False) is None:
+        if getattr(args, "db", False) is None and not getattr(args, "lazy_db", False):
             from edge_app.cli.common import settings
 
             args.db = settings(args).gallery.path or default_gallery_path()

@@ -1,0 +1,101 @@
+"""`edge-app doctor` on a healthy and on a broken install (real models, real broker, real files)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+
+import cv2
+import numpy as np
+
+from edge_app.cli import EXIT_ERROR, EXIT_OK, main
+from edge_app.models import default_models_dir
+
+
+def run(capsys, *argv):  # type: ignore[no-untyped-def]
+    code = main(list(argv))
+    out, _ = capsys.readouterr()
+    return code, out
+
+
+def video(path):  # type: ignore[no-untyped-def]
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 5, (320, 240))
+    for _ in range(3):
+        w.write(np.full((240, 320, 3), 80, np.uint8))
+    w.release()
+    return path
+
+
+def test_healthy_install(tmp_path, capsys, mqtt_broker):
+    cfg = tmp_path / "kiosk.toml"
+    cfg.write_text(f"""
+[camera]
+source = "{video(tmp_path / 'cam.avi')}"
+[door]
+pins = "mock"
+relay_pin = 17
+contact_pin = 27
+[gallery]
+path = "{tmp_path / 'state' / 'gallery.db'}"
+[mqtt]
+enabled = true
+host = "127.0.0.1"
+port = {mqtt_broker.port}
+""")
+    code, out = run(capsys, "doctor", "--config", str(cfg), "--json")
+    report = json.loads(out)
+    status = {c["check"]: c["status"] for c in report["checks"]}
+    assert code == EXIT_OK and report["ok"] is True, report
+    assert status == {"config": "ok", "models": "ok", "camera": "ok", "gpio": "ok", "sqlite": "ok", "mqtt": "ok",
+                      "clock": status["clock"], "disk": "ok"}
+    assert status["clock"] in ("ok", "warn")  # no timedatectl in a container: a warning, not a failure
+    detail = {c["check"]: c["detail"] for c in report["checks"]}
+    assert "320x240" in detail["camera"] and "GPIO27" in detail["gpio"] and "accepted" in detail["mqtt"]
+    code, out = run(capsys, "doctor", "--config", str(cfg))
+    assert code == EXIT_OK and out.splitlines()[0].startswith("config  OK")
+
+
+def test_broken_install_names_each_problem(tmp_path, capsys):
+    models = tmp_path / "models"
+    shutil.copytree(default_models_dir(), models)
+    (models / "mask_classifier.tflite").write_bytes(b"corrupt")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the state folder should be")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    cfg = tmp_path / "kiosk.toml"
+    cfg.write_text(f"""
+[camera]
+source = "{tmp_path / 'missing.avi'}"
+[door]
+pins = "mock"
+[gallery]
+path = "{blocker / 'gallery.db'}"
+[models]
+dir = "{models}"
+[mqtt]
+enabled = true
+host = "127.0.0.1"
+port = {closed_port}
+""")
+    code, out = run(capsys, "doctor", "--config", str(cfg), "--json")
+    report = json.loads(out)
+    rows = {c["check"]: c for c in report["checks"]}
+    assert code == EXIT_ERROR and report["ok"] is False
+    assert rows["models"]["status"] == "fail" and "mask_classifier.tflite: sha256" in rows["models"]["detail"]
+    assert rows["camera"]["status"] == "fail" and "missing.avi" in rows["camera"]["detail"]
+    assert rows["sqlite"]["status"] == "fail" and "not-a-dir" in rows["sqlite"]["detail"]
+    assert rows["mqtt"]["status"] == "fail" and str(closed_port) in rows["mqtt"]["detail"]
+    assert rows["gpio"]["status"] == "ok"
+
+
+def test_bad_config_is_a_failed_check_not_a_crash(tmp_path, capsys):
+    cfg = tmp_path / "kiosk.toml"
+    cfg.write_text("[door]\nrelay_pn = 17\n")
+    code, out = run(capsys, "doctor", "--config", str(cfg))
+    assert code == EXIT_ERROR
+    assert out.splitlines()[0].startswith("config  FAIL") and 'relay_pn: unknown key, did you mean "relay_pin"?' in out
+    code, out = run(capsys, "doctor", "--config", str(tmp_path / "nope.toml"), "--skip", "camera")
+    assert code == EXIT_ERROR and "nope.toml: config file not found" in out
