@@ -99,3 +99,37 @@ def test_bad_config_is_a_failed_check_not_a_crash(tmp_path, capsys):
     assert out.splitlines()[0].startswith("config  FAIL") and 'relay_pn: unknown key, did you mean "relay_pin"?' in out
     code, out = run(capsys, "doctor", "--config", str(tmp_path / "nope.toml"), "--skip", "camera")
     assert code == EXIT_ERROR and "nope.toml: config file not found" in out
+
+
+def test_mqtt_over_tls_with_client_certificate_and_password(tmp_path, capsys, mqtt_tls_broker, mqtt_certs):
+    from tests.mqtt_broker import make_ca
+
+    password = tmp_path / "mqtt-password"
+    password.write_text("kiosk-secret\n")
+
+    def config(ca):  # type: ignore[no-untyped-def]
+        cfg = tmp_path / "kiosk.toml"
+        cfg.write_text(f"""
+[mqtt]
+enabled = true
+host = "127.0.0.1"
+port = {mqtt_tls_broker.port}
+tls = true
+ca_file = "{ca}"
+cert_file = "{mqtt_certs.client_cert}"
+key_file = "{mqtt_certs.client_key}"
+username = "kiosk"
+password_file = "{password}"
+""")
+        return cfg
+
+    code, out = run(capsys, "doctor", "--config", str(config(mqtt_certs.ca_cert)), "--json", "--skip",
+                    "camera,gpio,models", "--db", str(tmp_path / "g.db"))
+    rows = {c["check"]: c for c in json.loads(out)["checks"]}
+    assert rows["mqtt"]["status"] == "ok" and "over TLS" in rows["mqtt"]["detail"], rows["mqtt"]
+    other_ca, _ = make_ca(tmp_path / "other-ca", "another CA")
+    code, out = run(capsys, "doctor", "--config", str(config(other_ca)), "--json", "--skip", "camera,gpio,models",
+                    "--db", str(tmp_path / "g.db"))
+    rows = {c["check"]: c for c in json.loads(out)["checks"]}
+    assert code == EXIT_ERROR and rows["mqtt"]["status"] == "fail" and "certificate verify failed" in \
+        rows["mqtt"]["detail"]
