@@ -15,11 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_app.gallery.matcher import Match, Matcher
-from edge_app.models import FALLBACK_THRESHOLDS, MASKED_GALLERIES, Thresholds
+from edge_app.models import MASKED_GALLERIES, Thresholds
 from edge_app.vision.pipeline import Face, Pipeline
-
-# Kept for callers that want one number without a manifest (evaluate.py's pair mode, old tests).
-DEFAULT_THRESHOLD = FALLBACK_THRESHOLDS.plain
 
 
 class Reason(enum.Enum):

@@ -44,10 +44,6 @@ class FaceRecord:
     chip: np.ndarray  # eyes-aligned 150x150 chip (what the mask classifier sees)
     embedding: np.ndarray | None = None  # the pipeline's own embedding of the face (its alignment)
 
-    @property
-    def group_seed(self) -> int:
-        return int.from_bytes(hashlib.sha256(self.path.name.encode()).digest()[:4], "little")
-
 
 def identity_of(name: str) -> str | None:
     m = IDENTITY_RE.match(name)

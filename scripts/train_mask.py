@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_app.models import ModelSet, file_sha256  # noqa: E402
-from edge_app.vision.align import TEMPLATE_POINTS, align  # noqa: E402
+from edge_app.vision.align import TEMPLATE_POINTS, ChipGeometry, align  # noqa: E402
 from edge_app.vision.mask import MaskClassifier  # noqa: E402
 from edge_app.vision.runtime import TFLiteModel  # noqa: E402
 from edge_app.vision.synth_mask import draw_mask, random_style  # noqa: E402
@@ -51,18 +51,14 @@ VAL_FRACTION = 0.2
 SEED = 20261124
 
 
-def synthetic(faces: list[facedata.FaceRecord], geometry: Any, seed: int) -> np.ndarray:
+def synthetic(faces: list[facedata.FaceRecord], geometry: ChipGeometry, seed: int) -> np.ndarray:
     """One synthetic-masked chip per unmasked face, random style, drawn on the whole photo."""
     rng = np.random.default_rng(seed)
     out = []
     for f in faces:
         img = draw_mask(f.rgb, f.keypoints, random_style(rng), rng)
         out.append(align(img, f.keypoints, geometry, eyes_only=True))
-    return np.array(out, np.uint8).reshape(-1, *geometry_shape(geometry))
-
-
-def geometry_shape(geometry: Any) -> tuple[int, int, int]:
-    return (geometry.size, geometry.size, 3)
+    return np.array(out, np.uint8).reshape(-1, geometry.size, geometry.size, 3)
 
 
 def small(chips: np.ndarray) -> np.ndarray:

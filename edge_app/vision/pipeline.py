@@ -76,21 +76,20 @@ class Pipeline:
             # The mask classifier was trained on eyes-aligned chips; a masked face is also embedded
             # from one, because its nose and mouth keypoints are guesses under the mask.
             p_mask = masked = None
-            eyes_chip = None
+            mask_chip = None
             if self.mask_classifier is not None:
-                mask_geometry = self.mask_geometry or self.geometry
-                mask_chip = align(frame, det.keypoints, mask_geometry, eyes_only=True)
-                if self.mask_geometry is None:
-                    eyes_chip = mask_chip
+                mask_chip = align(frame, det.keypoints, self.mask_geometry or self.geometry, eyes_only=True)
             b = time.perf_counter()
-            if self.mask_classifier is not None:
+            if self.mask_classifier is not None and mask_chip is not None:
                 p_mask = self.mask_classifier.probability(mask_chip)
                 masked = p_mask >= self.mask_threshold
             c = time.perf_counter()
-            # A masked face is embedded from an eyes-only chip too, cut only when needed.
-            use_eyes = self.eyes_only or bool(masked)
-            if use_eyes:
-                chip = eyes_chip if eyes_chip is not None else align(frame, det.keypoints, self.geometry, True)
+            # A masked face is embedded from an eyes-only chip too: the classifier's, when it has the
+            # embedder's geometry, otherwise cut here (only when needed).
+            if (self.eyes_only or masked) and mask_chip is not None and self.mask_geometry is None:
+                chip = mask_chip
+            elif self.eyes_only or masked:
+                chip = align(frame, det.keypoints, self.geometry, eyes_only=True)
             else:
                 chip = align(frame, det.keypoints, self.geometry, eyes_only=False)
             d = time.perf_counter()
