@@ -81,17 +81,21 @@ def _expect(args: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wh
     return value
 
 
+def _b64(text: Any, where: str) -> bytes:
+    if not isinstance(text, str):
+        raise _bad(f"{where}: expected base64 text, got {type(text).__name__}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad(f"{where}: not valid base64") from None
+
+
 def _embeddings(items: Any, dim: int, where: str) -> list[np.ndarray]:
     if not isinstance(items, list):
         raise _bad(f"{where}: expected a list of base64 float32 vectors, got {type(items).__name__}")
     out = []
     for i, text in enumerate(items):
-        if not isinstance(text, str):
-            raise _bad(f"{where}[{i}]: expected base64 text, got {type(text).__name__}")
-        try:
-            raw = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise _bad(f"{where}[{i}]: not valid base64") from None
+        raw = _b64(text, f"{where}[{i}]")
         if len(raw) != dim * 4:
             raise _bad(f"{where}[{i}]: {len(raw)} bytes, a {dim}-d float32 embedding has {dim * 4}")
         vec = np.frombuffer(raw, "<f4").astype(np.float32)
@@ -221,12 +225,7 @@ class CommandHandler:
             if self.embed_photo is None:
                 raise CommandError("unsupported", f"{where}: this device cannot embed photos; send templates")
             for i, text in enumerate(photos):
-                if not isinstance(text, str):
-                    raise _bad(f"{where} photos[{i}]: expected base64 text")
-                try:
-                    data = base64.b64decode(text, validate=True)
-                except (binascii.Error, ValueError):
-                    raise _bad(f"{where} photos[{i}]: not valid base64") from None
+                data = _b64(text, f"{where} photos[{i}]")
                 if len(data) > MAX_PHOTO_BYTES:
                     raise _bad(f"{where} photos[{i}]: {len(data)} bytes, the limit is {MAX_PHOTO_BYTES}")
                 try:
