@@ -151,18 +151,13 @@ class Daemon:
     def _record(self, kind: str, reason: str, **kw: Any) -> None:
         ts = kw.pop("ts", None) or self.now()
         try:
-            event_id = self.gallery.record_event(kind, reason=reason, ts=ts, **kw)
+            if self.control is not None:
+                self.control.record_event(kind, reason, ts=ts, **kw)
+            else:
+                self.gallery.record_event(kind, reason=reason, ts=ts, **kw)
         except EdgeAppError:
             # A full disk must not keep the door from working: log it, the decision stands.
-            log.exception("could not store a %s event (%s)", kind, reason)
-            return
-        if self.control is not None:
-            try:
-                self.control.publish_event({"id": event_id, "ts": ts.isoformat(timespec="milliseconds"),
-                                            "kind": kind, "reason": reason,
-                                            **{k: v for k, v in kw.items() if k != "event_id"}})
-            except EdgeAppError:
-                log.exception("could not queue the %s event for MQTT", kind)
+            log.exception("could not store or queue a %s event (%s)", kind, reason)
 
     def _store_decision(self, d: AccessDecision, rec: Recognition | None, frame: Frame) -> None:
         details: dict[str, Any] = {"device": self.device_id, "decision": "granted" if d.granted else "denied",

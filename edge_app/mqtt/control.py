@@ -79,12 +79,15 @@ class ControlPlane:
             self._unlock(None)
             self._audit("ha_unlock", {})
 
+    def record_event(self, kind: str, reason: str, *, ts: datetime, **fields: Any) -> str:
+        """Store an event row and queue the same event for the broker: the one path for both."""
+        event_id = self.gallery.record_event(kind, reason=reason, ts=ts, **fields)
+        self.publish_event({"id": event_id, "ts": ts.isoformat(timespec="milliseconds"), "kind": kind,
+                            "reason": reason, **{k: v for k, v in fields.items() if k != "event_id"}})
+        return event_id
+
     def _audit(self, reason: str, details: dict[str, Any]) -> None:
-        details = {"device": self.device_id, **details}
-        ts = datetime.now(UTC)
-        event_id = self.gallery.record_event("door", reason=reason, details=details, ts=ts)
-        self.publish_event({"id": event_id, "ts": ts.isoformat(timespec="milliseconds"), "kind": "door",
-                            "reason": reason, "details": details})
+        self.record_event("door", reason, ts=datetime.now(UTC), details={"device": self.device_id, **details})
 
     def _run(self, raw: bytes) -> bool:
         command_id: str | None = None
