@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.errors import EdgeAppError, InputNotFoundError
-from edge_app.imageio import IMAGE_EXTS, decode_image, read_image
+from edge_app.imageio import IMAGE_EXTS, decode_image, read_image_file
 from edge_app.vision.align import align
 from edge_app.vision.pipeline import Face, Pipeline
 from edge_app.vision.synth_mask import draw_mask, random_style
@@ -58,11 +58,10 @@ def expand_photos(paths: Iterable[str | Path]) -> list[Path]:
 def embed_photo(pipeline: Pipeline, path: Path, n_masked: int = 0) -> PhotoResult:
     """One enrolment photo -> its face and, when ``n_masked`` > 0, that many synthetic-masked templates."""
     try:
-        data = path.read_bytes()
-        rgb = read_image(path)
-    except (EdgeAppError, OSError) as exc:
+        data = read_image_file(path)  # read once: decoded and hashed for the masks' seed
+    except EdgeAppError as exc:
         return PhotoResult(path, PhotoStatus.UNREADABLE, str(exc))
-    return embed_rgb(pipeline, rgb, path, n_masked, photo_seed(data))
+    return embed_photo_bytes(pipeline, data, n_masked, str(path))
 
 
 def embed_photo_bytes(pipeline: Pipeline, data: bytes, n_masked: int = 0, name: str = "photo") -> PhotoResult:

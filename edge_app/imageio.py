@@ -19,14 +19,22 @@ def is_image_path(path: Path) -> bool:
 
 def read_image(path: str | Path) -> np.ndarray:
     """RGB uint8 (H, W, 3). EXIF orientation is applied (a phone photo comes out upright)."""
+    # imdecode from bytes rather than imread: imread cannot report *why* it failed and
+    # mishandles some non-ASCII paths.
+    return decode_image(read_image_file(path), str(path))
+
+
+def read_image_file(path: str | Path) -> bytes:
+    """The encoded bytes of an image file; errors say when it is missing or a folder."""
     path = Path(path)
     if not path.exists():
         raise InputNotFoundError(f"image not found: {path}")
     if path.is_dir():
         raise ImageError(f"expected an image file, got a folder: {path}")
-    # imdecode from bytes rather than imread: imread cannot report *why* it failed and
-    # mishandles some non-ASCII paths.
-    return decode_image(np.fromfile(str(path), dtype=np.uint8).tobytes(), str(path))
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"cannot read image {path}: {exc.strerror or exc}") from exc
 
 
 def decode_image(data: bytes, what: str = "image") -> np.ndarray:

@@ -43,6 +43,7 @@ from edge_app.vision.runtime import TFLiteModel  # noqa: E402
 from edge_app.vision.synth_mask import draw_mask, random_style  # noqa: E402
 from scripts import facedata  # noqa: E402
 from scripts.common import DATA_ROOT, UsageError, run_main  # noqa: E402
+from scripts.modelbuild.quant import full_int8, samples  # noqa: E402
 
 log = logging.getLogger("train_mask")
 
@@ -118,16 +119,7 @@ def train(tf: Any, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
 
 def to_int8(tf: Any, model: Any, calib: np.ndarray) -> bytes:
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-
-    def rep() -> Any:
-        for c in calib:
-            yield [c[None].astype(np.float32)]
-
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.uint8
-    conv.inference_output_type = tf.uint8
+    full_int8(conv, samples(calib), tf.uint8)
     return bytes(conv.convert())
 
 

@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 
 from .dlib_resnet import DlibResNet
+from .quant import full_int8
 
 Op = tuple[Any, ...]
 
@@ -129,12 +130,8 @@ def to_tflite(model: DlibFaceNet, kind: str, calib: Sequence[np.ndarray] | None 
     if kind == "int8":
         if calib is None:
             raise ValueError("int8 conversion needs calibration chips")
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = representative(np.asarray(calib))
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.uint8
         # Float output costs one dequantize op and keeps the 128 values at full resolution.
-        conv.inference_output_type = tf.float32
+        full_int8(conv, representative(np.asarray(calib)), tf.float32)
     elif kind != "float32":
         raise ValueError(kind)
     return bytes(conv.convert())

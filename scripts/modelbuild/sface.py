@@ -19,11 +19,12 @@ import os
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .quant import full_int8, samples
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +80,12 @@ def to_tflite(saved_model: Path, precision: str, calib: np.ndarray | None = None
     import tensorflow as tf
 
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    if precision in ("dynamic", "int8"):
+    if precision == "dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if precision == "int8":
         if calib is None:
             raise ValueError("int8 needs calibration chips")
-
-        def rep() -> Iterator[list[Any]]:
-            for c in calib:
-                yield [c[None].astype(np.float32)]
-
-        conv.representative_dataset = rep
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.uint8
-        conv.inference_output_type = tf.float32
+        full_int8(conv, samples(calib), tf.float32)
     return bytes(conv.convert())
 
 
