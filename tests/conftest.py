@@ -70,6 +70,29 @@ def rgb(faces_dev: Path):  # type: ignore[no-untyped-def]
     return load
 
 
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    """An MJPG .avi of RGB frames (all of one size): what the video-file sources of the tests read."""
+    import cv2
+
+    h, w = frames[0].shape[:2]
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
+    assert out.isOpened(), path
+    for f in frames:
+        out.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    out.release()
+    return path
+
+
+def require_tool(name: str, package: str) -> str:
+    """A command the tests run for real; .ci/run installs its Debian package, so missing is a failure, never a skip."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found: install Debian's {package} package", pytrace=False)
+    return path
+
+
 def kiosk_frame(img: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int] = (640, 480),
                 face_fraction: float = 0.35) -> np.ndarray:
     """Re-frame a photo the way a door camera sees a person: face about `face_fraction` of the

@@ -15,7 +15,6 @@ import datetime as dt
 import ipaddress
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.conftest import require_tool
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 HOST = "127.0.0.1"
@@ -129,10 +130,7 @@ def make_certs(directory: Path, client_name: str = "kiosk") -> TlsFiles:
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found: install Debian's mosquitto package", pytrace=False)
-    return path
+    return require_tool(name, "mosquitto")
 
 
 class Broker:

@@ -14,7 +14,7 @@ import pytest
 from edge_app.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, main
 from edge_app.gallery.store import Gallery
 from edge_app.imageio import read_image
-from tests.conftest import kiosk_frame
+from tests.conftest import kiosk_frame, write_video
 
 
 @pytest.fixture
@@ -94,14 +94,11 @@ def test_recognize_folder_json(enrolled, faces_dev, capsys):
 
 
 def test_recognize_video_and_annotate(enrolled, faces_dev, pipeline, tmp_path, capsys):
-    video = tmp_path / "door.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (640, 480))
+    frames = []
     for name in ("biden.jpg", "obama_partial_face2.jpg"):
         img = read_image(faces_dev / name)
-        canvas = kiosk_frame(img, pipeline.detector.detect(img)[0].box)
-        for _ in range(3):
-            writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
-    writer.release()
+        frames += [kiosk_frame(img, pipeline.detector.detect(img)[0].box)] * 3
+    video = write_video(tmp_path / "door.avi", frames, fps=5)
     out_video = tmp_path / "annotated.mp4"
     code, out, _ = run(capsys, "recognize", str(video), "--annotate", str(out_video))
     assert code == EXIT_OK

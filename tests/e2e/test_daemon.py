@@ -23,6 +23,7 @@ from edge_app.gallery.store import Gallery
 from edge_app.hardware.camera import OpenCVSource
 from edge_app.hardware.door import Door, DoorConfig
 from edge_app.recognizer import RecognitionPolicy, Recognizer
+from tests import conftest
 from tests.conftest import kiosk_frame
 
 RELAY = 17
@@ -30,11 +31,7 @@ FPS = 10
 
 
 def write_video(path: Path, frames: list[np.ndarray]) -> Path:
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), FPS, (640, 480))
-    for f in frames:
-        w.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    w.release()
-    return path
+    return conftest.write_video(path, frames, FPS)
 
 
 @pytest.fixture(scope="module")

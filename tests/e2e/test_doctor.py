@@ -6,11 +6,11 @@ import json
 import shutil
 import socket
 
-import cv2
 import numpy as np
 
 from edge_app.cli import EXIT_ERROR, EXIT_OK, main
 from edge_app.models import default_models_dir
+from tests.conftest import write_video
 
 
 def run(capsys, *argv):  # type: ignore[no-untyped-def]
@@ -20,11 +20,7 @@ def run(capsys, *argv):  # type: ignore[no-untyped-def]
 
 
 def video(path):  # type: ignore[no-untyped-def]
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 5, (320, 240))
-    for _ in range(3):
-        w.write(np.full((240, 320, 3), 80, np.uint8))
-    w.release()
-    return path
+    return write_video(path, [np.full((240, 320, 3), 80, np.uint8)] * 3, fps=5)
 
 
 def test_healthy_install(tmp_path, capsys, mqtt_broker):

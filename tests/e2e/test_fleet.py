@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_app.mqtt.security import generate_keypair, load_private_key, sign_command
+from tests.conftest import write_video
 
 BIN = Path(sys.executable).parent
 DEVICE = "kiosk-1"
@@ -69,11 +69,8 @@ def kiosk(tmp_path, mqtt_broker, faces_dev):  # type: ignore[no-untyped-def]
     key = tmp_path / "admin.key"
     keygen = subprocess.run([str(BIN / "edge-admin"), "keygen", "--out", str(key)], capture_output=True, text=True,
                             timeout=30, check=True)
-    video = tmp_path / "hall.avi"
-    w = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 2, (320, 240))
-    for _ in range(240):  # two minutes at 2 fps, played in real time: the kiosk stays up for the test
-        w.write(np.full((240, 320, 3), 90, np.uint8))
-    w.release()
+    # Two minutes at 2 fps, played in real time: the kiosk stays up for the test.
+    video = write_video(tmp_path / "hall.avi", [np.full((240, 320, 3), 90, np.uint8)] * 240, fps=2)
     cfg = tmp_path / "kiosk.toml"
     cfg.write_text(f"""
 [device]

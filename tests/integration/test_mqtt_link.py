@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_app.gallery.outbox import Outbox
 from edge_app.gallery.store import Gallery
 from edge_app.mqtt.link import MqttLink, MqttSettings
+from tests.conftest import require_tool
 from tests.mqtt_broker import Broker, TlsFiles, make_ca
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,10 +38,7 @@ def until(pred: Callable[[], bool], timeout: float = WAIT, what: str = "conditio
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found: install Debian's mosquitto-clients package", pytrace=False)
-    return path
+    return require_tool(name, "mosquitto-clients")
 
 
 class Witness:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from edge_app.config import Config, load_config
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 SETUP = ROOT / "provisioning" / "setup.sh"
@@ -33,10 +34,7 @@ SUMMARY = re.compile(r"^setup: (\d+) changed, (\d+) unchanged", re.M)
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:  # .ci/run installs systemd; a missing tool is a failure, never a skip
-        pytest.fail(f"{name} not found: install Debian's systemd package", pytrace=False)
-    return path
+    return require_tool(name, "systemd")
 
 
 def run_setup(*args: str | Path, timeout: float = 60,

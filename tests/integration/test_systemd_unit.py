@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import configparser
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "edge-app.service"
@@ -17,10 +16,7 @@ TMPFILES = ROOT / "systemd" / "edge-app.tmpfiles.conf"
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:  # .ci/run installs systemd; a missing tool is a failure, never a skip
-        pytest.fail(f"{name} not found: install Debian's systemd package", pytrace=False)
-    return path
+    return require_tool(name, "systemd")
 
 
 def unit_for_this_machine(tmp_path: Path) -> Path:

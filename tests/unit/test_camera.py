@@ -17,18 +17,14 @@ import pytest
 from edge_app.errors import SourceError, SourceTimeoutError
 from edge_app.hardware.camera import ImageSource, LatestFrame, OpenCVSource, open_source
 from edge_app.hardware.camera_pi import INSTALL_HINT, Picamera2Source
+from tests import conftest
 
 W, H = 64, 48
 
 
 def write_video(path: Path, n: int = 5) -> Path:
-    """An MJPG .avi of n frames, frame i a flat colour whose red channel is 40*i (BGR on disk)."""
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (W, H))
-    assert out.isOpened()
-    for i in range(n):
-        out.write(np.full((H, W, 3), (0, 0, min(40 * i, 255)), np.uint8))
-    out.release()
-    return path
+    """An MJPG .avi of n frames, frame i a flat colour whose red channel is 40*i."""
+    return conftest.write_video(path, [np.full((H, W, 3), (min(40 * i, 255), 0, 0), np.uint8) for i in range(n)])
 
 
 class FakeClock:
