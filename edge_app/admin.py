@@ -113,6 +113,7 @@ class Fleet:
         self._wanted: str | None = None
         self._got = threading.Condition()
         self._connected = threading.Event()
+        self._subscribed = threading.Event()
         self._error: str | None = None
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edge-admin-{time.time_ns()}")
         if args.username:
@@ -122,6 +123,7 @@ class Fleet:
             c.tls_set(ca_certs=str(args.ca) if args.ca else None, certfile=str(args.cert) if args.cert else None,
                       keyfile=str(args.cert_key) if args.cert_key else None)
         c.on_connect = self._on_connect
+        c.on_subscribe = lambda *_a: self._subscribed.set()
         c.on_message = self._on_message
         self.client = c
         try:
@@ -133,6 +135,10 @@ class Fleet:
             c.loop_stop()
             raise EdgeAppError(self._error or f"broker {args.broker} did not accept the connection in {args.timeout} s")
         c.subscribe(f"{self.prefix}/+/cmd/result", qos=1)
+        # The broker must have the result subscription before any kiosk can answer.
+        if not self._subscribed.wait(args.timeout):
+            c.loop_stop()
+            raise EdgeAppError(f"broker {args.broker} did not confirm the result subscription in {args.timeout} s")
 
     def _on_connect(self, _c: Any, _u: Any, _f: Any, reason_code: Any, _p: Any) -> None:
         if getattr(reason_code, "is_failure", False):
@@ -157,7 +163,6 @@ class Fleet:
         raw = sign_command(self.key, type=type_, args=args, target=target)
         self._wanted = json.loads(base64.b64decode(json.loads(raw)["payload"]))["id"]
         self.results.clear()
-        time.sleep(0.2)  # let the result subscription settle before anyone can answer
         topic = (f"{self.prefix}/{target}/cmd" if not target.startswith("group:") and target != "*"
                  else f"{self.prefix}/group/{target[6:]}/cmd" if target != "*" else f"{self.prefix}/group/all/cmd")
         self.client.publish(topic, raw, qos=1).wait_for_publish(timeout)

@@ -281,7 +281,7 @@ class Daemon:
         elif not recs:
             self._face_since = None
         decisions = self.controller.observe(recs, self.now())
-        by_track = {t.id: t for t in self.controller.tracker.tracks}
+        by_track = {t.id: t for t in self.controller.tracker.tracks} if decisions else {}
         for d in decisions:
             if d.granted:
                 self.door.unlock(reason="grant")
