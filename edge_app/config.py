@@ -66,6 +66,9 @@ class RecognitionConfig:
     masked_threshold: float | None = field(default=None, metadata=rule(-1, 1))
     # None: as calibrated (manifest); "plain" or "plain+masked" templates for a masked probe.
     masked_gallery: str | None = field(default=None, metadata=rule(choices=("plain", "plain+masked")))
+    # None: as calibrated; the best person must beat the second best by this much (plain / masked probes).
+    margin: float | None = field(default=None, metadata=rule(0, 1))
+    masked_margin: float | None = field(default=None, metadata=rule(0, 1))
     mask_probability: float = field(default=0.5, metadata=rule(0, 1, exclusive=True))
     require_mask: bool = False
     masked_templates_per_photo: int = field(default=3, metadata=rule(0, 10))

@@ -47,6 +47,10 @@ class Thresholds:
     target_far: float
     embedder_sha256: str
     masked_gallery: str = "plain+masked"  # templates a masked probe meets: "plain" or "plain+masked"
+    # The best person must beat the second best by this much: in a gallery of many people a stranger
+    # is often close to several of them at once, an enrolled person to one.
+    margin: float = 0.0
+    masked_margin: float = 0.0
 
 
 # Used only with a manifest that has no calibration (a hand-built model set): conservative values.
@@ -150,7 +154,8 @@ class ModelSet:
         try:
             t = Thresholds(float(rec["threshold"]), float(rec["masked_threshold"]),
                            float(rec.get("target_far", 1e-3)), str(rec["embedder_sha256"]),
-                           str(rec.get("masked_gallery", "plain+masked")))
+                           str(rec.get("masked_gallery", "plain+masked")), float(rec.get("margin", 0.0)),
+                           float(rec.get("masked_margin", 0.0)))
             if t.masked_gallery not in MASKED_GALLERIES:
                 raise ValueError(f"masked_gallery {t.masked_gallery!r} is not one of {MASKED_GALLERIES}")
         except (KeyError, TypeError, ValueError) as exc:

@@ -34,18 +34,24 @@ class RecognitionPolicy:
     masked_threshold: float
     require_mask: bool = False
     masked_gallery: str = "plain+masked"  # which templates a masked probe is compared with
+    margin: float = 0.0  # best person minus second-best person, at least (unmasked probes)
+    masked_margin: float = 0.0  # the same for masked probes
 
     def __post_init__(self) -> None:
         for name in ("threshold", "masked_threshold"):
             v = getattr(self, name)
             if not -1.0 <= v <= 1.0:
                 raise ValueError(f"{name} is a cosine in [-1, 1], got {v}")
+        for name in ("margin", "masked_margin"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} is a cosine difference in [0, 1], got {v}")
         if self.masked_gallery not in MASKED_GALLERIES:
             raise ValueError(f"masked_gallery must be one of {MASKED_GALLERIES}, got {self.masked_gallery!r}")
 
     @classmethod
     def from_thresholds(cls, t: Thresholds, require_mask: bool = False) -> RecognitionPolicy:
-        return cls(t.plain, t.masked, require_mask, t.masked_gallery)
+        return cls(t.plain, t.masked, require_mask, t.masked_gallery, t.margin, t.masked_margin)
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class Recognition:
     match: Match | None  # best gallery match, whether or not it passed the threshold
     threshold: float  # the one that applied: plain or masked
     require_mask: bool = False
+    runner_up: float | None = None  # score of the second-best person (None: fewer than two persons)
+    margin: float = 0.0  # the margin that applied: plain or masked
 
     @property
     def masked(self) -> bool:
@@ -62,7 +70,15 @@ class Recognition:
     @property
     def known(self) -> bool:
         """The face is this gallery person (identity only; see ``granted`` for require_mask)."""
-        return self.match is not None and self.match.score >= self.threshold and self.face.quality.passed
+        return (self.match is not None and self.match.score >= self.threshold and self.face.quality.passed
+                and self.clear_winner)
+
+    @property
+    def clear_winner(self) -> bool:
+        """The best person beats the second best by the margin (a face close to two people is nobody)."""
+        if self.match is None or self.runner_up is None:
+            return True
+        return self.match.score - self.runner_up >= self.margin
 
     @property
     def reason(self) -> Reason:
@@ -104,6 +120,8 @@ class Recognition:
             "person_id": self.match.person_id if self.known and self.match else None,
             "score": None if self.score is None else round(self.score, 4),
             "threshold": round(self.threshold, 4),
+            "runner_up_score": None if self.runner_up is None else round(self.runner_up, 4),
+            "margin": round(self.margin, 4),
             "best_candidate": self.match.name if self.match else None,
             "matched_masked_template": self.match.masked_template if self.match else None,
             "mask": None if p is None else {"worn": self.masked, "probability": round(p, 3)},
@@ -123,15 +141,17 @@ class Recognizer:
     def match_face(self, face: Face) -> Recognition:
         masked = bool(face.masked)
         threshold = self.policy.masked_threshold if masked else self.policy.threshold
-        match = None
+        margin = self.policy.masked_margin if masked else self.policy.margin
+        match = runner_up = None
         if face.embedding is not None and self.matcher.n_templates:
             # Plain probes never see masked templates: those only exist to catch masked probes, and
             # comparing a bare face with them would raise the impostor scores the threshold is set for.
             # Masked probes meet them when calibration found that they help (MANIFEST "masked_gallery").
             all_templates = masked and self.policy.masked_gallery == "plain+masked"
-            best = self.matcher.match(face.embedding, k=1, use_masked=None if all_templates else False)
+            best = self.matcher.match(face.embedding, k=2, use_masked=None if all_templates else False)
             match = best[0] if best else None
-        return Recognition(face, match, threshold, self.policy.require_mask)
+            runner_up = best[1].score if len(best) > 1 else None
+        return Recognition(face, match, threshold, self.policy.require_mask, runner_up, margin)
 
     def recognize(self, frame: np.ndarray, max_faces: int | None = None) -> list[Recognition]:
         return [self.match_face(face) for face in self.pipeline.process(frame, max_faces)]

@@ -28,6 +28,9 @@ Examples, from the repo root:
         --distractors masks-chandrikadeb7/dataset/without_mask --no-distractor-pairs --exclude '^169\\.jpg$'
     scripts/evaluate.py ~/lfw --distractors ~/strangers --json - > lfw.json
     scripts/evaluate.py --pairs ~/lfw/pairs.csv --dlib
+    # the door's open-set protocol on real masked photos (docs/accuracy.md): K=1,3,5, crop and framed,
+    # gallery of 100, walk-ups voted 3 of 5; --calibrate writes the thresholds into MANIFEST.json
+    scripts/evaluate.py --openset real-masked-dev --det out/det.png [--splits 5 --calibrate]
 
 Exit codes: 0 done, 2 bad arguments / missing path / nothing to evaluate, 1 any other failure.
 """
@@ -53,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge_app.errors import ImageError, InputNotFoundError  # noqa: E402
 from edge_app.imageio import is_image_path, read_image  # noqa: E402
-from scripts import evalkit  # noqa: E402
+from scripts import evalkit, openset_run  # noqa: E402
 from scripts.common import DATA_ROOT, UsageError, image_files, run_main  # noqa: E402
 
 FARS = (1e-2, 1e-3)
@@ -639,7 +642,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     m.add_argument("--people", type=Path, default=None, metavar="DIR",
                    help="your own photos instead: DIR/<person>/<photo>; photos directly in DIR are strangers. "
                         "Calibrate a site's thresholds on the people who use it")
+    openset_run.add_arguments(ap)
     return ap.parse_args(argv)
+
+
+def enrol_counts(args: argparse.Namespace) -> list[int]:
+    try:
+        counts = sorted({int(k) for k in args.enrol.split(",")})
+    except ValueError:
+        raise UsageError(f"--enrol takes comma-separated counts like 1,3,5, got {args.enrol!r}") from None
+    if not counts or counts[0] < 1 or counts[-1] > 10:
+        raise UsageError(f"--enrol counts must be in 1..10, got {args.enrol!r}")
+    return counts
 
 
 def run_masked(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -648,12 +662,7 @@ def run_masked(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from edge_app.models import MANIFEST, ModelSet
     from scripts import evalmask, facedata
 
-    try:
-        counts = sorted({int(k) for k in args.enrol.split(",")})
-    except ValueError:
-        raise UsageError(f"--enrol takes comma-separated counts like 1,3,5, got {args.enrol!r}") from None
-    if not counts or counts[0] < 1 or counts[-1] > 10:
-        raise UsageError(f"--enrol counts must be in 1..10, got {args.enrol!r}")
+    counts = enrol_counts(args)
     if not 0 <= args.masked_templates <= 10:
         raise UsageError(f"--masked-templates must be in 0..10, got {args.masked_templates}")
     if not 0 < args.target_far < 1:
@@ -756,8 +765,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body() -> None:
-        if args.masked:
-            report, text = run_masked(args)
+        if args.masked or args.openset:
+            report, text = run_masked(args) if args.masked else openset_run.run_openset(args, enrol_counts(args))
             if args.json == "-":
                 json.dump(report, sys.stdout, indent=2)
                 sys.stdout.write("\n")

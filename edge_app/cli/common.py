@@ -56,6 +56,8 @@ def policy(args: argparse.Namespace, ms: ModelSet) -> RecognitionPolicy:
         pick(getattr(args, "masked_threshold", None), rc.masked_threshold, calibrated.masked),
         bool(getattr(args, "require_mask", False) or rc.require_mask),
         rc.masked_gallery or calibrated.masked_gallery,
+        rc.margin if rc.margin is not None else calibrated.margin,
+        rc.masked_margin if rc.masked_margin is not None else calibrated.masked_margin,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from edge_app.hardware.door import Door, DoorConfig, DoorEvent
 from edge_app.models import ModelSet
 from edge_app.mqtt.control import ControlPlane
 from edge_app.mqtt.link import MqttLink, MqttSettings
-from edge_app.recognizer import RecognitionPolicy, Recognizer
+from edge_app.recognizer import Recognizer
 from edge_app.vision.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipe = pipeline(args, ms)
     base = policy(args, ms)
     # The door decides require_mask through the access policy (with its reason code), not the recognizer.
-    rec_policy = RecognitionPolicy(base.threshold, base.masked_threshold, False, base.masked_gallery)
+    rec_policy = replace(base, require_mask=False)
     cam = cfg.camera
     source = open_source(args.source or cam.source, no_frame_timeout=cam.no_frame_seconds, size=(cam.width, cam.height))
     daemon_ref: list[Daemon] = []

@@ -12,6 +12,7 @@ from edge_app.enrol import PhotoStatus, embed_photo, masked_embeddings
 from edge_app.errors import ModelError
 from edge_app.gallery.matcher import Matcher
 from edge_app.gallery.store import Gallery
+from edge_app.imageio import read_image
 from edge_app.models import FALLBACK_THRESHOLDS, ModelSet, default_models_dir
 from edge_app.recognizer import Reason, RecognitionPolicy, Recognizer
 from edge_app.vision.synth_mask import draw_mask, random_style
@@ -205,3 +206,27 @@ def test_thresholds_missing_foreign_or_malformed(models_copy, caplog):
     edit_manifest(models_copy, bad_gallery)
     with pytest.raises(ModelError, match="masked_gallery 'xyz' is not one of"):
         ModelSet(models_copy).thresholds()
+
+
+def test_margin_refuses_a_face_close_to_two_enrolled_people(pipeline, model_set, faces_dev, tmp_path):
+    """A face that matches two persons about equally (here: the same photo under two names) is nobody
+    at a margin above their gap, and is granted without one."""
+    r = embed_photo(pipeline, faces_dev / "obama.jpg")
+    assert r.embedding is not None
+    with Gallery(tmp_path / "g.db") as g:
+        for name in ("Obama", "Obama twin"):
+            g.add_person(name)
+            g.add_templates(name, r.embedding[None], model_sha=model_set.embedder_sha, masked=[False])
+        matcher = Matcher.from_gallery(g, model_set.embedder_sha)
+    probe = read_image(faces_dev / "obama2.jpg")
+    no_margin = Recognizer(pipeline, matcher, RecognitionPolicy(0.3, 0.3, masked_gallery="plain"))
+    with_margin = Recognizer(pipeline, matcher, RecognitionPolicy(0.3, 0.3, masked_gallery="plain", margin=0.05))
+    a, b = no_margin.recognize(probe)[0], with_margin.recognize(probe)[0]
+    assert a.known and a.granted and a.runner_up is not None and abs(a.score - a.runner_up) < 1e-5  # type: ignore[operator]
+    assert not b.known and b.reason is Reason.UNKNOWN and b.name == "unknown"
+    assert b.as_dict()["margin"] == 0.05 and b.as_dict()["runner_up_score"] is not None
+
+
+def test_policy_rejects_a_negative_margin():
+    with pytest.raises(ValueError, match="margin is a cosine difference in \\[0, 1\\], got -0.1"):
+        RecognitionPolicy(0.5, 0.5, margin=-0.1)

@@ -1,0 +1,69 @@
+"""`scripts/evaluate.py --openset` end to end on a small <person>/{masked,unmasked} folder of real photos."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from edge_app.models import ModelSet, default_models_dir
+from scripts import evaluate
+from tests.conftest import DATA
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """8 people of real-masked-dev with 2 unmasked and 1 masked photo each."""
+    src = DATA / "real-masked-dev"
+    if not src.is_dir():
+        pytest.fail(f"real masked photos not found in {src}; set EDGE_APP_DATA", pytrace=False)
+    root = tmp_path_factory.mktemp("openset")
+    for d in sorted(p for p in src.iterdir() if p.is_dir())[:8]:
+        for kind, n in (("unmasked", 2), ("masked", 1)):
+            (root / d.name / kind).mkdir(parents=True)
+            for f in sorted((d / kind).glob("*.jpg"))[:n]:
+                shutil.copy(f, root / d.name / kind / f.name)
+    return root
+
+
+def test_openset_reports_rates_and_calibrates(people, tmp_path, capsys):
+    models = tmp_path / "models"
+    shutil.copytree(default_models_dir(), models)
+    out_json, det = tmp_path / "open.json", tmp_path / "det.png"
+    code = evaluate.main(["--openset", str(people), "--enrol", "1", "--gallery-size", "0", "--models", str(models),
+                          "--masked-templates", "1", "--json", str(out_json), "--det", str(det), "--no-progress",
+                          "--cache", str(tmp_path / "cache"), "--calibrate", "--target-fpir", "0.2",
+                          "--target-frame-fpir", "0.2"])
+    _text, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads(out_json.read_text())
+    assert report["people"] == 8 and set(report["results"]) == {"crop", "framed"}
+    for how in ("crop", "framed"):
+        for kind in ("masked", "unmasked"):
+            r = report["results"][how]["1"][kind]
+            assert r["probes"] > 0 and 0 <= r["found"] <= 1 and 0 <= r["rank1"] <= 1
+            assert set(r["at_fpir"]) == {"0.01", "0.001"}
+            for mode in ("photo", "walkup"):
+                assert 0 <= r[mode]["strangers_granted"] <= 1
+    # calibration wrote a rule the kiosk loads, for the embedder it was measured with
+    t = ModelSet(models).thresholds()
+    rule = report["calibration"]["rule"]
+    assert (t.plain, t.masked, t.margin, t.masked_margin) == (round(rule["threshold"], 4),
+                                                             round(rule["masked_threshold"], 4),
+                                                             rule["margin"], rule["masked_margin"])
+    assert report["calibration"]["stranger_walkups_granted"] <= 0.2
+    assert det.stat().st_size > 10_000
+    # a second run reads the embeddings from the cache and gives the same figures
+    code = evaluate.main(["--openset", str(people), "--enrol", "1", "--gallery-size", "0", "--models", str(models),
+                          "--masked-templates", "1", "--json", "-", "--no-progress",
+                          "--cache", str(tmp_path / "cache")])
+    again = json.loads(capsys.readouterr().out)
+    assert code == 0 and len(list((tmp_path / "cache").glob("openset-*.npz"))) == 1
+    assert again["results"]["crop"]["1"]["masked"]["rank1"] == report["results"]["crop"]["1"]["masked"]["rank1"]
+
+
+def test_openset_refuses_a_folder_without_the_layout(tmp_path, capsys):
+    (tmp_path / "alice").mkdir()
+    assert evaluate.main(["--openset", str(tmp_path), "--no-progress"]) == 2
+    assert "expected subfolders masked/ and/or unmasked/" in capsys.readouterr().err

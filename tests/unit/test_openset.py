@@ -1,0 +1,81 @@
+"""The open-set protocol's decisions (scripts/openset_report.py) agree with the door's own vote and rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_app.access.tracker import Observation, Tracker
+from scripts import openset
+from scripts import openset_report as rep
+
+
+def random_scored(rng: np.random.Generator, n: int = 400, persons: int = 4) -> rep.Scored:
+    f = openset.FRAMES
+    s1 = rng.uniform(0.2, 0.9, (n, f)).astype(np.float32)
+    return rep.Scored(top=rng.integers(0, persons, (n, f)), s1=s1, s2=s1 - rng.uniform(0, 0.2, (n, f)),
+                      found=rng.random((n, f)) > 0.1, masked=rng.random((n, f)) > 0.5,
+                      quality=rng.random((n, f)) > 0.1, pid=rng.integers(-1, persons, n),
+                      real_mask=rng.random(n) > 0.5)
+
+
+def test_walkup_vote_is_the_trackers_decision() -> None:
+    rng = np.random.default_rng(3)
+    sc = random_scored(rng)
+    rule = rep.Rule(0.5, 0.45, 0.05, 0.03)
+    grants = rep.walkup_grants(sc, rule)
+    acc = rep.accepted(sc, rule)
+    box = (10.0, 10.0, 110.0, 110.0)
+    for i in range(sc.top.shape[0]):
+        tracker = Tracker(votes=rule.votes, window=openset.FRAMES)
+        decided = None
+        for j in range(openset.FRAMES):
+            obs = Observation(box, int(sc.top[i, j]) if acc[i, j] else None, float(sc.s1[i, j]),
+                              bool(sc.masked[i, j]), bool(sc.quality[i, j] and sc.found[i, j]))
+            for vote in tracker.update([obs]):
+                decided = vote.person_id
+        assert grants[i] == (-1 if decided is None else decided), i
+    assert (grants >= 0).any() and (grants < 0).any()  # the sample exercises both outcomes
+
+
+def test_margin_and_mask_status_pick_the_rule() -> None:
+    sc = rep.Scored(top=np.zeros((2, 5), int), s1=np.full((2, 5), 0.6, np.float32),
+                    s2=np.full((2, 5), 0.57, np.float32), found=np.ones((2, 5), bool),
+                    masked=np.array([[False] * 5, [True] * 5]), quality=np.ones((2, 5), bool),
+                    pid=np.array([0, 0]), real_mask=np.array([False, True]))
+    acc = rep.accepted(sc, rep.Rule(0.5, 0.5, margin=0.05, masked_margin=0.0))
+    assert not acc[0].any() and acc[1].all()  # gap 0.03: below the plain margin, enough for masked
+    acc = rep.accepted(sc, rep.Rule(0.5, 0.65))
+    assert acc[0].all() and not acc[1].any()  # masked frames meet the masked threshold
+
+
+def test_calibration_meets_both_stranger_targets() -> None:
+    rng = np.random.default_rng(5)
+    parts = []
+    for _ in range(3):
+        sc = random_scored(rng, n=600)
+        gen = sc.pid >= 0
+        sc.top[gen] = sc.pid[gen, None]  # enrolled people are their own best match ...
+        sc.s1[gen] += 0.15  # ... and score higher than strangers
+        parts.append(sc)
+    rule, detail = rep.calibrate(parts, target_frame=0.01, target_walkup=0.002, masked_gallery="plain", votes=3)
+    for sc in parts:
+        assert (rep.accepted(sc, rule) & (sc.pid < 0)[:, None]).mean() <= 0.01 + 1e-9
+    assert detail["stranger_walkups_granted"] <= 0.002
+    assert detail["unmasked"]["genuine_frames_accepted"] > 0.1  # not "refuse everybody"
+
+
+def test_split_is_fixed_by_name_and_salt() -> None:
+    names = [f"person{i}" for i in range(400)]
+    share = np.mean([openset.is_enrolled(n) for n in names])
+    assert 0.5 < share < 0.7
+    assert [openset.is_enrolled(n, 1) for n in names] != [openset.is_enrolled(n, 0) for n in names]
+    assert [openset.is_enrolled(n, 1) for n in names] == [openset.is_enrolled(n, 1) for n in names]
+
+
+def test_people_folder_layout_is_checked(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "alice").mkdir()
+    with pytest.raises(ValueError, match="alice: expected subfolders masked/ and/or unmasked/"):
+        openset.load_people(tmp_path)
+    with pytest.raises(FileNotFoundError, match="people folder not found"):
+        openset.load_people(tmp_path / "missing")
