@@ -10,7 +10,7 @@ from pathlib import Path
 from edge_app.cli import EXIT_ERROR, EXIT_OK
 from edge_app.cli.common import emit_json, existing_gallery, gallery, models, say
 from edge_app.errors import PersonNotFoundError
-from edge_app.gallery.exchange import import_gallery, read_export
+from edge_app.gallery.exchange import check_embedder, import_gallery, read_export
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -77,6 +77,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     else:
         doc = read_export(args.file)
     model_sha = models(args).embedder_sha
+    check_embedder(doc, model_sha)
     with gallery(args) as g:
         result = import_gallery(g, doc, model_sha, replace=args.replace)
     if args.json:

@@ -101,7 +101,7 @@ def test_reading_commands_refuse_a_missing_gallery(tmp_path, faces_dev, capsys, 
     missing = tmp_path / "typo" / "new.db"
     argv = [str(tmp_path / "out.json") if a == "OUT" else str(faces_dev / "biden.jpg") if a == "FACE" else a
             for a in argv]
-    code, out, err = run(capsys, *argv, "--db", str(missing))
+    code, _, err = run(capsys, *argv, "--db", str(missing))
     assert code == EXIT_ERROR
     assert f"gallery {missing} does not exist" in err and "enroll" in err
     assert not (tmp_path / "typo").exists() and not (tmp_path / "out.json").exists()
@@ -115,13 +115,22 @@ def test_reading_commands_refuse_a_missing_gallery(tmp_path, faces_dev, capsys, 
 HEAVY = ("cv2", "ai_edge_litert", "tflite_runtime", "paho", "cryptography", "gpiozero")
 
 
+_PROBE = """import json, sys
+from edge_app.cli import main
+try:
+    rc = main(sys.argv[2:])
+except SystemExit as e:
+    rc = e.code
+print(json.dumps([rc, [m for m in sys.argv[1].split(",") if m in sys.modules]]))
+"""
+
+
 def _imported_by(argv: list[str]) -> set[str]:
-    code = ("import sys\nfrom edge_app.cli import main\ntry:\n    rc = main(%r)\nexcept SystemExit as e:\n"
-            "    rc = e.code\nprint(rc, [m for m in %r if m in sys.modules])" % (argv, HEAVY))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    rc, _, mods = res.stdout.strip().splitlines()[-1].partition(" ")
-    assert rc in ("0", "None"), res.stdout + res.stderr
-    return set(json.loads(mods.replace("'", '"')))
+    res = subprocess.run([sys.executable, "-c", _PROBE, ",".join(HEAVY), *argv], capture_output=True, text=True,
+                         timeout=120, check=True)
+    rc, mods = json.loads(res.stdout.strip().splitlines()[-1])
+    assert rc in (0, None), res.stdout + res.stderr
+    return set(mods)
 
 
 def test_version_imports_no_heavy_module(tmp_path):
