@@ -3,12 +3,15 @@ large images (issue 10 items 14, 16, 17). Real models, real photos, real subproc
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import cv2
@@ -116,6 +119,7 @@ def test_no_progress_bar_unless_stdout_and_stderr_are_terminals(db, faces_dev, t
     for name in ("biden.jpg", "obama.jpg", "obama2.jpg"):
         shutil.copy(faces_dev / name, folder / name)
     master, slave = pty.openpty()  # stderr a terminal, stdout a pipe: `edge-app recognize DIR > log`
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 0x0 would hide a bar anyway
     try:
         proc = subprocess.run([str(EXE), "recognize", str(folder), "--db", str(db)], stdout=subprocess.PIPE,
                               stderr=slave, timeout=120, check=False, env={**os.environ, "TERM": "xterm"})
