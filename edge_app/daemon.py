@@ -135,7 +135,8 @@ class Daemon:
     def on_door_event(self, event: DoorEvent, info: dict[str, object]) -> None:
         """Door callback (any thread): logged now, stored by the loop (alarms and exit requests)."""
         self._state_dirty.set()
-        level = logging.WARNING if event in (DoorEvent.FORCED_OPEN, DoorEvent.HELD_OPEN) else logging.INFO
+        # edge_app.hardware.door already logs every event at INFO; alarms are repeated here as warnings.
+        level = logging.WARNING if event in (DoorEvent.FORCED_OPEN, DoorEvent.HELD_OPEN) else logging.DEBUG
         log.log(level, "door: %s %s", event.name.lower(), info)
         if event in (DoorEvent.FORCED_OPEN, DoorEvent.HELD_OPEN, DoorEvent.EXIT_REQUEST):
             self._door_events.put((event, info))

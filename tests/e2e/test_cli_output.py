@@ -83,6 +83,7 @@ def test_daemon_logs_one_line_per_decision_without_v(db, frames, tmp_path):
     assert decisions[0].startswith("INFO edge_app.daemon: granted Barack Obama (score 0.")
     assert decisions[0].endswith(", mask no, reason granted)")
     assert any("running: device log-test" in x for x in lines)
+    assert sum("unlocked" in x for x in lines) == 1, res.stderr  # the relay's pulse once, not once per module
     assert NOISE not in res.stderr
     assert len(lines) < 21 / 2, res.stderr  # nothing per frame: 21 frames, a handful of lines
 
