@@ -39,7 +39,11 @@ def quiet_native_stderr() -> Iterator[None]:
     with _STDERR_LOCK:
         with suppress(AttributeError, OSError, ValueError):
             sys.stderr.flush()
-        saved = os.dup(2)
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all (closed by a service manager): nothing to keep quiet
+            yield
+            return
         with tempfile.TemporaryFile() as sink:
             os.dup2(sink.fileno(), 2)
             try:

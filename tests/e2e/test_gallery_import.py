@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,3 +172,17 @@ def test_corrupt_and_missing_files(exported, tmp_path, capsys):
     code, _, err = run(capsys, "gallery", "import", str(tmp_path / "nope.json"), "--db", str(tmp_path / "g.db"))
     assert code == EXIT_ERROR and "gallery file not found" in err and "nope.json" in err
     assert not (tmp_path / "g.db").exists()
+
+
+def test_export_to_stdout_piped_into_import_from_stdin(exported, tmp_path):
+    src, _, sha = exported
+    exe = Path(sys.executable).parent / "edge-app"
+    dst = tmp_path / "piped.db"
+    export = subprocess.Popen([str(exe), "gallery", "export", "-", "--db", str(src)],
+                                            stdout=subprocess.PIPE)
+    res = subprocess.run([str(exe), "gallery", "import", "-", "--db", str(dst), "--json"],
+                                       stdin=export.stdout, capture_output=True, text=True, timeout=120, check=False)
+    assert export.wait(timeout=60) == 0
+    assert res.returncode == EXIT_OK, res.stderr
+    assert json.loads(res.stdout)["persons"] == 2
+    assert snapshot(dst, sha)[0] == snapshot(src, sha)[0]
