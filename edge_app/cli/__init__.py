@@ -1,6 +1,6 @@
 """`edge-app` command line: enroll, gallery, recognize, run, doctor.
 
-Exit codes (also in the README):
+Exit codes (also in docs/cli.md):
   0  done
   1  error: bad input, missing model, unusable gallery (message on stderr)
   2  usage error (bad arguments)
@@ -86,7 +86,7 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=default(None), metavar="FILE",
-                        help="TOML settings (docs/cli.md \"Configuration\"); flags override it")
+                        help="TOML settings (README \"Configuration\"); flags override it")
     common.add_argument("--db", type=Path, default=default(None),
                         help="gallery SQLite file (default $EDGE_APP_GALLERY or ~/.local/share/edge-app/gallery.db)")
     common.add_argument("--models", type=Path, default=default(None),
