@@ -135,7 +135,8 @@ class Daemon:
     def on_door_event(self, event: DoorEvent, info: dict[str, object]) -> None:
         """Door callback (any thread): logged now, stored by the loop (alarms and exit requests)."""
         self._state_dirty.set()
-        level = logging.WARNING if event in (DoorEvent.FORCED_OPEN, DoorEvent.HELD_OPEN) else logging.INFO
+        # edge_app.hardware.door already logs every event at INFO; alarms are repeated here as warnings.
+        level = logging.WARNING if event in (DoorEvent.FORCED_OPEN, DoorEvent.HELD_OPEN) else logging.DEBUG
         log.log(level, "door: %s %s", event.name.lower(), info)
         if event in (DoorEvent.FORCED_OPEN, DoorEvent.HELD_OPEN, DoorEvent.EXIT_REQUEST):
             self._door_events.put((event, info))
@@ -290,10 +291,12 @@ class Daemon:
                     self.stats.first_grant_frame = self.stats.frames
                 if self._face_since is not None:
                     self.stats.grant_latency_ms.append((time.monotonic() - self._face_since) * 1e3)
-                log.info("granted %s (score %.3f, mask %s)", d.person_name, d.score or 0.0, d.masked)
+                log.info("granted %s (score %s, mask %s, reason %s)", d.person_name, _fmt_score(d.score),
+                         _fmt_mask(d.masked), d.reason.value)
             else:
                 self.stats.denied += 1
-                log.info("denied: %s (%s)", d.reason.value, d.person_name or "unknown face")
+                log.info("denied %s (score %s, mask %s, reason %s)", d.person_name or "unknown face",
+                         _fmt_score(d.score), _fmt_mask(d.masked), d.reason.value)
             self.stats.decisions += 1
             track = by_track.get(d.track_id)
             rec = self._rec_for(recs, track.box) if track else None
@@ -356,3 +359,11 @@ def pin_factory(mode: str) -> Any:
 
 def default_device_id() -> str:
     return os.environ.get("EDGE_APP_DEVICE_ID") or socket.gethostname()
+
+
+def _fmt_score(score: float | None) -> str:  # for the one log line per door decision
+    return "-" if score is None else f"{score:.3f}"
+
+
+def _fmt_mask(masked: bool | None) -> str:
+    return "unknown" if masked is None else "yes" if masked else "no"

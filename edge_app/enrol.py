@@ -55,6 +55,11 @@ def expand_photos(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+def subfolders(folder: Path) -> list[Path]:
+    """The sub-folders of a folder input (sorted): not read unless asked, and reported as skipped."""
+    return sorted(p for p in folder.iterdir() if p.is_dir())
+
+
 def embed_photo(pipeline: Pipeline, path: Path, n_masked: int = 0) -> PhotoResult:
     """One enrolment photo -> its face and, when ``n_masked`` > 0, that many synthetic-masked templates."""
     try:

@@ -1,6 +1,6 @@
 """`edge-app` command line: enroll, gallery, recognize, run, doctor.
 
-Exit codes (also in the README):
+Exit codes (also in docs/cli.md):
   0  done
   1  error: bad input, missing model, unusable gallery (message on stderr)
   2  usage error (bad arguments)
@@ -11,9 +11,12 @@ Exit codes (also in the README):
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from edge_app import __version__
@@ -33,64 +36,103 @@ def default_gallery_path() -> Path:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
 def _unit_float(text: str) -> float:
-    value = float(text)
-    if not -1.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a cosine threshold is in [-1, 1], got {value}")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not -1.0 <= value <= 1.0:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number in [-1, 1]")
     return value
 
 
 def _count_0_10(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number in 0..10") from None
     if not 0 <= value <= 10:
         raise argparse.ArgumentTypeError(f"must be in 0..10, got {value}")
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from edge_app.cli import doctor, gallery_cmds, recognize, run
+def _person_name(text: str) -> str:
+    # Checked while parsing, so an empty or unusable name fails before any model is loaded.
+    from edge_app.errors import GalleryInputError
+    from edge_app.gallery.store import clean_name
+
+    try:
+        return clean_name(text)
+    except GalleryInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _common_options(suppress: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after the command name.
+
+    The top-level copy carries the defaults; the copies on the subcommands default to SUPPRESS,
+    so an option given before the command is not overwritten by the subcommand's default."""
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, default=None, metavar="FILE",
+    common.add_argument("--config", type=Path, default=default(None), metavar="FILE",
                         help="TOML settings (README \"Configuration\"); flags override it")
-    common.add_argument("--db", type=Path, default=None,
+    common.add_argument("--db", type=Path, default=default(None),
                         help="gallery SQLite file (default $EDGE_APP_GALLERY or ~/.local/share/edge-app/gallery.db)")
-    common.add_argument("--models", type=Path, default=None,
+    common.add_argument("--models", type=Path, default=default(None),
                         help="models folder with MANIFEST.json (default: the bundled models, or $EDGE_APP_MODELS)")
-    common.add_argument("--threads", type=_positive_int, default=None, help="inference threads (default 2)")
-    common.add_argument("--detector", choices=("short", "full"), default=None,
+    common.add_argument("--threads", type=_positive_int, default=default(None), help="inference threads (default 2)")
+    common.add_argument("--detector", choices=("short", "full"), default=default(None),
                         help="BlazeFace short range (kiosk, < 2 m; default) or full range (group photos, < 5 m)")
-    common.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
-    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
+    common.add_argument("--json", action="store_true", default=default(False),
+                        help="machine-readable JSON on stdout")
+    common.add_argument("-v", "--verbose", action="count", default=default(0), help="more log output on stderr")
+    return common
 
-    ap = argparse.ArgumentParser(prog="edge-app", description="Masked-face door-access kiosk.")
+
+def build_parser() -> argparse.ArgumentParser:
+    # Subcommand modules are named, not imported: they pull in OpenCV, the TFLite runtime, paho and
+    # cryptography, which `--version`, `--help` and `gallery list` do not need (main() imports on use).
+    top, common = _common_options(suppress=False), _common_options(suppress=True)
+    ap = argparse.ArgumentParser(prog="edge-app", description="Masked-face door-access kiosk.", parents=[top])
     ap.add_argument("--version", action="version", version=f"edge-app {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("enroll", parents=[common], help="add a person from photos")
-    p.add_argument("--name", required=True, help="person's name (unique in the gallery)")
+    p.add_argument("--name", required=True, type=_person_name, help="person's name (unique in the gallery)")
     p.add_argument("photos", nargs="+", metavar="PHOTO|DIR", help="photos of that person, or folders of them")
     p.add_argument("--replace", action="store_true", help="replace the person's templates instead of adding")
     p.add_argument("--masked-templates", type=_count_0_10, default=None, metavar="N",
                    help="synthetic-masked templates stored per photo, for recognition in a mask (default 3)")
-    p.set_defaults(func=gallery_cmds.cmd_enroll)
+    p.set_defaults(func="enroll:cmd_enroll")
 
-    p = sub.add_parser("gallery", help="list, remove or export persons")
+    p = sub.add_parser("gallery", parents=[common], help="list, remove, export or import persons")
     gsub = p.add_subparsers(dest="gallery_command", required=True, metavar="ACTION")
     g = gsub.add_parser("list", parents=[common], help="persons and template counts")
-    g.set_defaults(func=gallery_cmds.cmd_list)
+    g.set_defaults(func="gallery_cmds:cmd_list")
     g = gsub.add_parser("remove", parents=[common], help="remove a person and their templates")
     g.add_argument("name")
-    g.set_defaults(func=gallery_cmds.cmd_remove)
+    g.set_defaults(func="gallery_cmds:cmd_remove")
     g = gsub.add_parser("export", parents=[common], help="write the whole gallery as JSON")
     g.add_argument("out", type=Path, help="output .json file ('-' for stdout)")
-    g.set_defaults(func=gallery_cmds.cmd_export)
+    g.set_defaults(func="gallery_cmds:cmd_export")
+    g = gsub.add_parser("import", parents=[common],
+                        help="read a file written by `gallery export`: add its persons (or --replace the gallery)")
+    g.add_argument("file", type=Path, help="a .json file written by `edge-app gallery export` ('-' for stdin)")
+    g.add_argument("--replace", action="store_true",
+                   help="replace the whole gallery with the file's persons, in one transaction "
+                        "(default: add them; a name already in the gallery is an error)")
+    g.set_defaults(func="gallery_cmds:cmd_import")
 
     p = sub.add_parser("recognize", parents=[common],
                        help="recognise faces in an image, a folder, a video file, a camera index or a stream URL")
@@ -105,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write boxes and names: an image (or folder for a folder input) or a video file")
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames")
     p.add_argument("--every", type=_positive_int, default=1, help="process every N-th frame of a video")
-    p.set_defaults(func=recognize.cmd_recognize)
+    p.add_argument("--recursive", action="store_true", help="a folder input: include the images in its sub-folders")
+    p.set_defaults(func="recognize:cmd_recognize")
 
     p = sub.add_parser("run", parents=[common], help="the door daemon: camera, recognition, door relay, events")
     p.add_argument("--source", default=None,
@@ -115,29 +158,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames (testing)")
     p.add_argument("--realtime", action="store_true",
                    help="play a video file at its frame rate, as a camera would deliver it (demos, tests)")
-    p.set_defaults(func=run.cmd_run)
+    # A kiosk's journal shows its decisions and state changes without -v.
+    p.set_defaults(func="run:cmd_run", log_level=logging.INFO)
 
     p = sub.add_parser("doctor", parents=[common],
                        help="check config, models, camera, GPIO, SQLite, MQTT, clock and disk; exit 1 on a failure")
     p.add_argument("--source", default=None, help="camera to check instead of [camera] source")
     p.add_argument("--skip", default=None, metavar="CHECK,...",
                    help="checks to skip: models, camera, gpio, sqlite, mqtt, clock, disk")
-    p.set_defaults(func=doctor.cmd_doctor, lazy_db=True)  # a bad config is one of its checks, not a crash
+    p.set_defaults(func="doctor:cmd_doctor", lazy_db=True)  # a bad config is one of its checks, not a crash
     return ap
+
+
+def _command(spec: str) -> Callable[[argparse.Namespace], int]:
+    module, _, name = spec.partition(":")
+    fn: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(f"edge_app.cli.{module}"), name)
+    return fn
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    """Library code only logs; the command line decides where it goes and how much."""
+    base = getattr(args, "log_level", logging.WARNING)
+    level = max(logging.DEBUG, base - 10 * min(args.verbose, 2))
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
-    # Library code only logs; the command line decides where it goes.
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(args)
     try:
         if getattr(args, "db", False) is None and not getattr(args, "lazy_db", False):
             from edge_app.cli.common import settings
 
             args.db = settings(args).gallery.path or default_gallery_path()
-        return int(args.func(args))
+        return int(_command(args.func)(args))
     except EdgeAppError as exc:
         print(f"edge-app: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -10,15 +10,17 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
-
-from tqdm import tqdm
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edge_app.config import DEFAULT, Config, load_config
+from edge_app.errors import GalleryError
 from edge_app.gallery.store import Gallery
-from edge_app.models import ModelSet
-from edge_app.recognizer import RecognitionPolicy
-from edge_app.vision.pipeline import Pipeline
+
+if TYPE_CHECKING:  # the models and the runtime are imported only by the commands that run them
+    from edge_app.models import ModelSet
+    from edge_app.recognizer import RecognitionPolicy
+    from edge_app.vision.pipeline import Pipeline
 
 T = TypeVar("T")
 
@@ -34,6 +36,8 @@ def settings(args: argparse.Namespace) -> Config:
 
 
 def models(args: argparse.Namespace) -> ModelSet:
+    from edge_app.models import ModelSet
+
     cfg = settings(args)
     return ModelSet(args.models if args.models is not None else cfg.models.dir, embedder=cfg.recognition.embedder)
 
@@ -45,6 +49,8 @@ def pipeline(args: argparse.Namespace, ms: ModelSet) -> Pipeline:
 
 
 def policy(args: argparse.Namespace, ms: ModelSet) -> RecognitionPolicy:
+    from edge_app.recognizer import RecognitionPolicy
+
     rc = settings(args).recognition
     calibrated = ms.thresholds()
 
@@ -67,12 +73,28 @@ def masked_templates_per_photo(args: argparse.Namespace) -> int:
 
 
 def gallery(args: argparse.Namespace) -> Gallery:
+    """The gallery for a command that writes: created (with its folder) when missing."""
     return Gallery(args.db)
 
 
+def existing_gallery(args: argparse.Namespace) -> Gallery:
+    """The gallery for a command that only reads: a missing file is an error and nothing is created
+    (a typo in --db must not leave a new folder and an empty gallery behind)."""
+    path = Path(args.db).expanduser()
+    if not path.is_file():
+        what = "is a folder, not a gallery file" if path.is_dir() else "does not exist"
+        raise GalleryError(f"gallery {path} {what}; enrol someone first (edge-app enroll) or check --db "
+                           "and $EDGE_APP_GALLERY")
+    return Gallery(path)
+
+
 def progress(items: Iterable[T], total: int | None, desc: str, unit: str) -> Iterator[T]:
-    """A bar on stderr when it is a terminal and there is more than one item; silent otherwise."""
-    show = sys.stderr.isatty() and (total is None or total > 1)
+    """A bar on stderr only when stdout and stderr are both a terminal and there is more than one item.
+
+    Redirected to a file, a pipe or the journal, a bar would be thousands of carriage-return updates."""
+    from tqdm import tqdm
+
+    show = sys.stderr.isatty() and sys.stdout.isatty() and (total is None or total > 1)
     yield from tqdm(items, total=total or None, desc=desc, unit=unit, disable=not show, leave=False,
                     file=sys.stderr)
 

@@ -1,94 +1,20 @@
-"""`edge-app enroll` and `edge-app gallery list|remove|export`."""
+"""`edge-app gallery list|remove|export|import`: no models, no OpenCV (see docs/cli.md)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
-import numpy as np
-
-from edge_app.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
-from edge_app.cli.common import (
-    emit_json,
-    gallery,
-    masked_templates_per_photo,
-    models,
-    pipeline,
-    policy,
-    progress,
-    say,
-)
-from edge_app.enrol import PhotoStatus, embed_photo, expand_photos
+from edge_app.cli import EXIT_ERROR, EXIT_OK
+from edge_app.cli.common import emit_json, existing_gallery, gallery, models, say
 from edge_app.errors import PersonNotFoundError
-from edge_app.gallery.matcher import Matcher
-
-
-def cmd_enroll(args: argparse.Namespace) -> int:
-    photos = expand_photos(args.photos)
-    if not photos:
-        say("edge-app: error: no image files in " + ", ".join(args.photos))
-        return EXIT_ERROR
-    ms = models(args)
-    pipe = pipeline(args, ms)
-    threshold = policy(args, ms).threshold
-    n_masked = masked_templates_per_photo(args)
-    results = [embed_photo(pipe, p, n_masked) for p in progress(photos, len(photos), f"enrol {args.name}", "photo")]
-    accepted = [r for r in results if r.status is PhotoStatus.OK]
-    skipped = [r for r in results if r.status is not PhotoStatus.OK]
-    report: dict[str, object] = {
-        "name": args.name, "accepted": [str(r.path) for r in accepted],
-        "skipped": [{"path": str(r.path), "reason": r.status.value, "detail": r.detail} for r in skipped],
-    }
-    for r in skipped:
-        say(f"skipped {r.path}: {r.detail}")
-    if not accepted:
-        say(f"edge-app: error: no usable photo of {args.name!r}; nothing enrolled")
-        if args.json:
-            emit_json({**report, "enrolled": 0})
-        return EXIT_ERROR
-    # A photo that already shows a mask gives a masked template; the others a plain one plus
-    # their synthetic-masked ones.
-    plain = [r.embedding for r in accepted if r.embedding is not None and not (r.face and r.face.masked)]
-    masked = [e for r in accepted for e in r.masked_embeddings]
-    masked += [r.embedding for r in accepted if r.embedding is not None and r.face and r.face.masked]
-    emb = np.stack(plain + masked)
-    flags = [False] * len(plain) + [True] * len(masked)
-    with gallery(args) as g:
-        # Warn when the new face already looks like somebody else: a mix-up at the desk is
-        # cheaper to catch now than at the door.
-        matcher = Matcher.from_gallery(g, ms.embedder_sha)
-        lookalikes: dict[str, float] = {}
-        if matcher.n_templates:
-            for row in matcher.match_batch(emb, k=2):
-                for m in row:
-                    if m.name != args.name.strip() and m.score >= threshold:
-                        lookalikes[m.name] = max(m.score, lookalikes.get(m.name, -1.0))
-        for other, score in sorted(lookalikes.items()):
-            say(f"warning: these photos match enrolled person {other!r} (cosine {score:.3f})")
-        existed = any(p.name == args.name.strip() for p in g.list_persons())
-        if not existed:
-            g.add_person(args.name)
-        sources = ", ".join(r.path.name for r in accepted)[:500]
-        if args.replace and existed:
-            ids = g.replace_person_templates(args.name, emb, model_sha=ms.embedder_sha, masked=flags,
-                                             source=sources)
-        else:
-            ids = g.add_templates(args.name, emb, model_sha=ms.embedder_sha, masked=flags, source=sources)
-        version = g.gallery_version
-    report.update({"enrolled": len(ids), "plain_templates": len(plain), "masked_templates": len(masked),
-                   "new_person": not existed, "gallery_version": version, "lookalikes": lookalikes})
-    if args.json:
-        emit_json(report)
-    else:
-        verb = "enrolled" if not existed else ("replaced templates of" if args.replace else "added templates to")
-        print(f"{verb} {args.name}: {len(plain)} plain + {len(masked)} masked template(s) from {len(accepted)} "
-              f"photo(s), {len(skipped)} skipped; gallery version {version}")
-    return EXIT_PARTIAL if skipped else EXIT_OK
+from edge_app.gallery.exchange import check_embedder, import_gallery, read_export
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with gallery(args) as g:
+    with existing_gallery(args) as g:
         persons = g.list_persons()
         version = g.gallery_version
     if args.json:
@@ -110,7 +36,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    with gallery(args) as g:
+    with existing_gallery(args) as g:  # removing from a gallery that is not there cannot succeed
         try:
             n = g.remove_person(args.name)
         except PersonNotFoundError as exc:
@@ -125,10 +51,9 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    with gallery(args) as g:
+    with existing_gallery(args) as g:
         if str(args.out) == "-":
             import tempfile
-            from pathlib import Path
 
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "gallery.json"
@@ -142,4 +67,24 @@ def cmd_export(args: argparse.Namespace) -> int:
         emit_json({"exported": str(args.out), "persons": n})
     else:
         print(f"exported {n} person(s) to {args.out}")
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    # The file is read and checked before the gallery is opened: a bad file creates nothing.
+    if str(args.file) == "-":
+        doc = read_export("<stdin>", sys.stdin.read())
+    else:
+        doc = read_export(args.file)
+    model_sha = models(args).embedder_sha
+    check_embedder(doc, model_sha)
+    with gallery(args) as g:
+        result = import_gallery(g, doc, model_sha, replace=args.replace)
+    if args.json:
+        emit_json({"imported": doc.origin, "persons": result.persons, "templates": result.templates,
+                   "removed": result.removed, "replace": args.replace, "gallery_version": result.gallery_version})
+    else:
+        how = f"replaced the gallery ({result.removed} person(s) removed) with" if args.replace else "imported"
+        print(f"{how} {result.persons} person(s), {result.templates} template(s) from {doc.origin} into {args.db}; "
+              f"gallery version {result.gallery_version}")
     return EXIT_OK

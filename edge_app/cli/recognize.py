@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 
 from edge_app.cli import EXIT_OK, EXIT_PARTIAL
-from edge_app.cli.common import emit_json, gallery, models, pipeline, policy, progress, say
+from edge_app.cli.common import emit_json, existing_gallery, models, pipeline, policy, progress, say
+from edge_app.enrol import subfolders
 from edge_app.errors import SourceError
 from edge_app.gallery.matcher import Matcher
 from edge_app.hardware.camera import Frame, FrameSource, ImageSource, open_source
@@ -46,11 +47,12 @@ def annotate(image: np.ndarray, recs: list[Recognition]) -> np.ndarray:
 class Annotator:
     """Writes annotated frames: one image, a folder of images, or a video."""
 
-    def __init__(self, out: Path, source: FrameSource) -> None:
+    def __init__(self, out: Path, source: FrameSource, every: int = 1) -> None:
         self.out = out
         self.to_video = not isinstance(source, ImageSource)
         self.folder = isinstance(source, ImageSource) and len(source) > 1
-        self.fps = source.fps or 10.0
+        # Only every N-th frame is written: at the input's rate the output would play N times fast.
+        self.fps = (source.fps or 10.0) / every
         self._writer: cv2.VideoWriter | None = None
         if not self.to_video and not self.folder and out.suffix.lower() not in IMAGE_EXTS:
             raise SourceError(f"--annotate {out}: give an image file name (.jpg, .png) for an image input")
@@ -74,8 +76,12 @@ class Annotator:
             self._writer.release()
 
 
+def _where(frame: Frame, video: bool) -> str:
+    return frame.origin + (f"#{frame.index}" if video else "")
+
+
 def _line(frame: Frame, multi: bool, r: Recognition) -> str:
-    where = frame.origin + (f"#{frame.index}" if multi else "")
+    where = _where(frame, multi)
     score = "-" if r.score is None else f"{r.score:.3f}"
     box = ",".join(str(round(v)) for v in r.face.detection.box)
     quality = "ok" if r.face.quality.passed else "low:" + ",".join(r.face.quality.reasons)
@@ -83,20 +89,31 @@ def _line(frame: Frame, multi: bool, r: Recognition) -> str:
             f"\tdecision={'granted' if r.granted else 'refused'}:{r.reason.value}")
 
 
+def open_input(spec: str, recursive: bool) -> FrameSource:
+    """The recognize input; a folder's sub-folders are read only with --recursive, and said so otherwise."""
+    path = Path(spec)
+    if path.is_dir():
+        if recursive:
+            return ImageSource(path, recursive=True)
+        for sub in subfolders(path):
+            say(f"skipped sub-folder {sub} (use --recursive)")
+    return open_source(spec)
+
+
 def cmd_recognize(args: argparse.Namespace) -> int:
-    ms = models(args)
-    pipe = pipeline(args, ms)
-    with gallery(args) as g:
+    with existing_gallery(args) as g:  # before the models load: a typo in --db fails at once
+        ms = models(args)
         matcher = Matcher.from_gallery(g, ms.embedder_sha)
+    pipe = pipeline(args, ms)
     if matcher.stale:
         say(f"warning: {matcher.stale} template(s) in {args.db} were made by another embedder model "
             "and are ignored; re-enrol those persons")
     if not matcher.n_templates:
         say(f"note: gallery {args.db} has no templates; every face will be unknown")
     rec = Recognizer(pipe, matcher, policy(args, ms))
-    source = open_source(args.source)
+    source = open_input(args.source, args.recursive)
     video = not isinstance(source, ImageSource)
-    annotator = Annotator(args.annotate, source) if args.annotate else None
+    annotator = Annotator(args.annotate, source, args.every) if args.annotate else None
     n_frames = n_faces = n_known = 0
     try:
         with source:
@@ -114,8 +131,8 @@ def cmd_recognize(args: argparse.Namespace) -> int:
                 else:
                     for r in recs:
                         print(_line(frame, video, r), flush=True)
-                    if not recs and not video:
-                        print(f"{frame.origin}\tno face", flush=True)
+                    if not recs:  # a frame of a video too: silence would look like a hang or a crash
+                        print(_where(frame, video) + "\tno face", flush=True)
                 if annotator:
                     annotator.write(frame, recs)
     finally:

@@ -7,6 +7,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +23,45 @@ log = logging.getLogger(__name__)
 
 # Tried in order; the first that imports wins.
 _RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+
+
+# The C++ runtime prints notes such as "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." straight
+# to file descriptor 2 when an interpreter is built; no environment variable of ai-edge-litert turns them
+# off. fd 2 is process-wide, so model loads that capture it take turns.
+_STDERR_LOCK = threading.Lock()
+_NOISE_PREFIX = "INFO: "
+
+
+@contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Catch what native code writes to fd 2 meanwhile; pass every line on except the runtime's INFO notes
+    (those go to the debug log). Lines written by other threads meanwhile are passed on too, late."""
+    with _STDERR_LOCK:
+        with suppress(AttributeError, OSError, ValueError):
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all (closed by a service manager): nothing to keep quiet
+            yield
+            return
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                _pass_on(sink.read().decode("utf-8", "replace"))
+
+
+def _pass_on(caught: str) -> None:
+    # Also on a failed load: the runtime's own error lines say why.
+    for line in caught.splitlines():
+        if line.startswith(_NOISE_PREFIX):
+            log.debug("runtime: %s", line[len(_NOISE_PREFIX):])
+        elif line.strip():
+            print(line, file=sys.stderr)
 
 
 def _runtime_module() -> Any:
@@ -70,9 +115,10 @@ class TFLiteModel:
             # e.g. "libedgetpu.so.1" for a Coral; the model must then be compiled for the Edge TPU.
             delegates.append(mod.load_delegate(delegate))
         try:
-            self._it = mod.Interpreter(model_path=str(path), num_threads=num_threads,
-                                       experimental_delegates=delegates or None)
-            self._it.allocate_tensors()
+            with quiet_native_stderr():
+                self._it = mod.Interpreter(model_path=str(path), num_threads=num_threads,
+                                           experimental_delegates=delegates or None)
+                self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ValueError(f"cannot load TFLite model {path}: {exc}") from exc
         self.path = path

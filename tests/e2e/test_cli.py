@@ -153,6 +153,7 @@ def test_folder_with_a_corrupt_image_reports_and_continues(enrolled, faces_dev, 
 
 
 def test_bad_inputs_exit_with_clear_errors(db, tmp_path, capsys):
+    Gallery(db).close()  # recognize reads an existing gallery (a missing one is its own error)
     code, _, err = run(capsys, "recognize", str(tmp_path / "missing.jpg"))
     assert code == EXIT_ERROR and "missing.jpg" in err
     code, _, err = run(capsys, "recognize", str(tmp_path), "--models", str(tmp_path / "nomodels"))

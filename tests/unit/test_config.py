@@ -110,15 +110,21 @@ def test_int_accepted_for_float():
     assert rec.masked_threshold == -1.0 and isinstance(rec.masked_threshold, float)
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    ("threshold", "-1.0"), ("threshold", "1.0"), ("masked_threshold", "0"),
-    ("mask_probability", "0.001"), ("mask_probability", "0.999"),
-    ("masked_templates_per_photo", "0"), ("masked_templates_per_photo", "10"),
-    ("threads", "1"), ("threads", "64"), ("detector", '"short"'), ("detector", '"full"'),
-    ("require_mask", "false"),
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("threshold", "-1.0", -1.0), ("threshold", "1.0", 1.0), ("masked_threshold", "0", 0.0),
+    ("mask_probability", "0.001", 0.001), ("mask_probability", "0.999", 0.999),
+    ("masked_templates_per_photo", "0", 0), ("masked_templates_per_photo", "10", 10),
+    ("threads", "1", 1), ("threads", "64", 64), ("detector", '"short"', "short"), ("detector", '"full"', "full"),
+    ("require_mask", "false", False), ("require_mask", "true", True),
 ])
-def test_boundaries_accepted(key, value):
-    parse_config(f"[recognition]\n{key} = {value}")
+def test_boundaries_accepted(key, value, expected):
+    rec = parse_config(f"[recognition]\n{key} = {value}").recognition
+    got = getattr(rec, key)
+    # The value itself and its type (an int threshold becomes a float; a count stays an int) ...
+    assert got == expected and type(got) is type(expected)
+    # ... and no other setting moved.
+    others = {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec) if f.name != key}
+    assert others == {n: getattr(DEFAULT.recognition, n) for n in others}
 
 
 # --- paths -----------------------------------------------------------------------------------
