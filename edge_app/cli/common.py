@@ -18,6 +18,7 @@ from edge_app.config import DEFAULT, Config, load_config
 from edge_app.gallery.store import Gallery
 from edge_app.models import ModelSet
 from edge_app.recognizer import RecognitionPolicy
+from edge_app.vision.cascade import CascadeOptions
 from edge_app.vision.pipeline import Pipeline
 
 T = TypeVar("T")
@@ -40,8 +41,10 @@ def models(args: argparse.Namespace) -> ModelSet:
 
 def pipeline(args: argparse.Namespace, ms: ModelSet) -> Pipeline:
     rc = settings(args).recognition
+    cascade = CascadeOptions(refine_below=rc.detector_refine_below, close_up=rc.detector_close_up,
+                             small_faces=rc.detector_small_faces)
     return ms.pipeline(detector=args.detector or rc.detector, num_threads=args.threads or rc.threads,
-                       mask_threshold=rc.mask_probability)
+                       mask_threshold=rc.mask_probability, cascade=cascade)
 
 
 def policy(args: argparse.Namespace, ms: ModelSet) -> RecognitionPolicy:
