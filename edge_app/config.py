@@ -73,6 +73,10 @@ class RecognitionConfig:
     require_mask: bool = False
     masked_templates_per_photo: int = field(default=3, metadata=rule(0, 10))
     detector: str = field(default="short", metadata=rule(choices=("short", "full")))
+    # The short-range detector's extra passes (edge_app/vision/cascade.py, docs/detection.md):
+    detector_refine_below: float = field(default=260.0, metadata=rule(0, 4096))  # px; 0: no refinement
+    detector_close_up: bool = True  # padded pass for faces filling the frame
+    detector_small_faces: bool = True  # full-range pass for faces of 40-100 px
     embedder: str = field(default="sface", metadata=rule(choices=("sface", "dlib")))
     threads: int = field(default=2, metadata=rule(lo=1))
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from edge_app.errors import ModelError, ModelNotFoundError
 from edge_app.vision.align import TEMPLATE_POINTS, ChipGeometry
+from edge_app.vision.cascade import CascadeOptions, FaceCascade
 from edge_app.vision.detector import FaceDetector
 from edge_app.vision.embedder import FaceEmbedder
 from edge_app.vision.mask import MaskClassifier
@@ -35,6 +36,7 @@ MASK_CLASSIFIER = "mask_classifier"
 EMBEDDERS = {"sface": "face_embedder", "dlib": "face_embedder_dlib"}
 DEFAULT_EMBEDDER = "sface"
 MASKED_GALLERIES = ("plain", "plain+masked")
+DEFAULT_CASCADE = CascadeOptions()
 
 
 @dataclass(frozen=True)
@@ -167,12 +169,22 @@ class ModelSet:
 
     def pipeline(self, detector: str = "short", num_threads: int = 2, quality: QualityConfig | None = None,
                  eyes_only: bool = False, embed_low_quality: bool = True,
-                 min_score: float | None = None, mask: bool = True, mask_threshold: float = 0.5) -> Pipeline:
-        """The vision pipeline; with ``mask`` (and a classifier in the manifest) faces get a mask status."""
+                 min_score: float | None = None, mask: bool = True, mask_threshold: float = 0.5,
+                 cascade: CascadeOptions | None = DEFAULT_CASCADE) -> Pipeline:
+        """The vision pipeline; with ``mask`` (and a classifier in the manifest) faces get a mask status.
+
+        With the short-range detector, ``cascade`` adds the passes of vision/cascade.py (refinement of small
+        faces, close-ups, the full-range model for small faces); None: one short-range pass, as before."""
         if detector not in DETECTOR_KINDS:
             raise ModelError(f"unknown detector {detector!r}; choose one of {sorted(DETECTOR_KINDS)}")
         try:
-            det = FaceDetector(self.load(DETECTOR_KINDS[detector], num_threads), min_score=min_score)
+            first = FaceDetector(self.load(DETECTOR_KINDS[detector], num_threads), min_score=min_score)
+            det: FaceDetector | FaceCascade = first
+            if detector == "short" and cascade is not None:
+                far = None
+                if cascade.small_faces:
+                    far = FaceDetector(self.load(DETECTOR_KINDS["full"], num_threads))
+                det = FaceCascade(first, far, cascade)
             emb = FaceEmbedder(self.load(self.embedder_entry, num_threads))
             clf = None
             mask_geometry = None

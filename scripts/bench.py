@@ -4,11 +4,13 @@
     python scripts/bench.py [--frames 300] [--warmup 20] [--threads 2] [--dlib-frames 40]
                             [--no-dlib] [--json] [--plot out/bench.png]
 
-Frames: 640x480 RGB, one face each, made from real photos scaled to fit and letterboxed on black:
-the portraits obama*.jpg and biden.jpg of $EDGE_APP_FACES_DEV (default <data>/faces-dev) and an
-evenly spaced sample of <data>/masks-chandrikadeb7/dataset/without_mask, where <data> is --data,
-$EDGE_APP_DATA or <repo>/../shared/data. Photos in which our pipeline does not find exactly one
-face are dropped (and reported). The distinct frames are cycled for --frames timed iterations.
+Frames: 640x480 RGB, one face each, at the sizes a door camera sees (a person 0.5-2.5 m away): each
+photo is scaled so its face box is W px wide, W evenly spread over --face-widths (50-300 px), with the rest
+of the photo around the face and grey beyond it, the face at a seeded random place. Photos: the portraits
+obama*.jpg and biden.jpg of $EDGE_APP_FACES_DEV (default <data>/faces-dev) and an evenly spaced sample of
+<data>/masks-chandrikadeb7/dataset/without_mask, where <data> is --data, $EDGE_APP_DATA or
+<repo>/../shared/data. Photos in which our pipeline does not find exactly one face (at full size, then in
+the frame) are dropped (and reported). The distinct frames are cycled for --frames timed iterations.
 
 Ours: ModelSet().pipeline() (BlazeFace -> alignment -> mask status -> quality -> embedder; SFace by
 default, --embedder dlib for dlib's ResNet converted to int8), timed per stage
@@ -46,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from edge_app.errors import ImageError  # noqa: E402
 from edge_app.imageio import read_image  # noqa: E402
 from edge_app.models import DETECTOR_KINDS, ModelSet  # noqa: E402
+from edge_app.vision.cascade import FaceCascade  # noqa: E402
 from edge_app.vision.pipeline import Pipeline, StageTimes  # noqa: E402
 from edge_app.vision.runtime import runtime_name  # noqa: E402
 from scripts.common import DATA_ROOT, UsageError, image_files, run_main  # noqa: E402
@@ -115,18 +118,20 @@ class Frame:
     face_width: float  # detector box width in frame pixels
 
 
-def letterbox(rgb: np.ndarray, width: int = FRAME_W, height: int = FRAME_H) -> np.ndarray:
-    """Scale to fit width x height keeping aspect (up or down), centred on black."""
-    h, w = rgb.shape[:2]
-    s = min(width / w, height / h)
-    nw, nh = max(1, min(width, round(w * s))), max(1, min(height, round(h * s)))
-    # INTER_AREA when shrinking avoids aliasing; it is no better than bilinear when enlarging.
-    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(rgb, (nw, nh), interpolation=interp)
-    canvas = np.zeros((height, width, 3), np.uint8)
-    x0, y0 = (width - nw) // 2, (height - nh) // 2
-    canvas[y0:y0 + nh, x0:x0 + nw] = resized
-    return canvas
+def door_frame(rgb: np.ndarray, box: tuple[float, float, float, float], width: float, rng: np.random.Generator,
+               size: tuple[int, int] = (FRAME_W, FRAME_H)) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The whole photo scaled so its face box is `width` px wide, the face centre at a random place of a
+    size[0] x size[1] frame, grey where the photo does not reach. Returns the frame and the face's
+    expected (x0, y0, width) in it."""
+    fw, fh = size
+    s = width / (box[2] - box[0])
+    # Keep the whole face box inside the frame when it fits.
+    cx = float(rng.uniform(width / 2, fw - width / 2)) if width < fw else fw / 2
+    cy = float(rng.uniform(width / 2, fh - width / 2)) if width < fh else fh / 2
+    small = cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    m = np.array([[1, 0, cx - (box[0] + box[2]) / 2 * s], [0, 1, cy - (box[1] + box[3]) / 2 * s]], np.float64)
+    frame = cv2.warpAffine(small, m, (fw, fh), borderMode=cv2.BORDER_CONSTANT, borderValue=(110, 110, 110))
+    return frame, (cx - width / 2, cy - width / 2, float(width))
 
 
 def spread_order(files: Sequence[Path], k: int) -> list[Path]:
@@ -142,11 +147,15 @@ def dev_portraits(folder: Path) -> list[Path]:
     return sorted(folder.glob("obama*.jpg")) + sorted(folder.glob("biden.jpg"))
 
 
-def build_frames(pipe: Pipeline, dev: list[Path], masks: list[Path],
-                 distinct: int) -> tuple[list[Frame], list[dict[str, str]]]:
-    """Up to `distinct` frames with exactly one face (by our pipeline); the portraits first."""
+def build_frames(pipe: Pipeline, dev: list[Path], masks: list[Path], distinct: int,
+                 widths: tuple[int, int] = (50, 300), seed: int = 0) -> tuple[list[Frame], list[dict[str, str]]]:
+    """Up to `distinct` frames with exactly one face (by our pipeline); the portraits first. Face widths
+    are spread evenly over `widths`, in an order that interleaves small and large ones."""
     candidates = [(p, "faces-dev") for p in dev]
     candidates += [(p, "without_mask") for p in spread_order(masks, distinct - len(dev))]
+    targets = np.linspace(widths[0], widths[1], max(1, distinct))
+    targets = targets[np.random.default_rng(seed).permutation(len(targets))]
+    rng = np.random.default_rng(seed)
     frames: list[Frame] = []
     dropped: list[dict[str, str]] = []
     for path, source in candidates:
@@ -154,13 +163,18 @@ def build_frames(pipe: Pipeline, dev: list[Path], masks: list[Path],
             break
         name = f"{source}/{path.name}"
         try:
-            rgb = letterbox(read_image(path))
+            photo = read_image(path)
         except ImageError as exc:
             dropped.append({"file": name, "reason": f"unreadable: {exc}"})
             continue
+        faces = pipe.process(photo)
+        if len(faces) != 1:
+            dropped.append({"file": name, "reason": f"{len(faces)} faces at full size"})
+            continue
+        rgb, _ = door_frame(photo, faces[0].detection.box, float(targets[len(frames)]), rng)
         faces = pipe.process(rgb)
         if len(faces) != 1:
-            dropped.append({"file": name, "reason": f"{len(faces)} faces"})
+            dropped.append({"file": name, "reason": f"{len(faces)} faces at {targets[len(frames)]:.0f} px"})
             continue
         frames.append(Frame(name, source, rgb, faces[0].detection.width))
     return frames, dropped
@@ -176,8 +190,9 @@ def summary(ms: Sequence[float]) -> dict[str, float | int]:
 
 
 def time_ours(pipe: Pipeline, frames: list[Frame], n: int, warmup: int,
-              progress: Progress) -> tuple[StageTimes, list[int]]:
-    """Runs warm-up then n timed frames, cycling; returns the stage times and each iteration's frame index."""
+              progress: Progress, passes: list[int] | None = None) -> tuple[StageTimes, list[int]]:
+    """Runs warm-up then n timed frames, cycling; returns the stage times and each iteration's frame index
+    (and appends the detector's model passes per frame to `passes`)."""
     for i in range(warmup):
         pipe.process(frames[i % len(frames)].rgb)
     order = [i % len(frames) for i in range(n)]
@@ -186,6 +201,8 @@ def time_ours(pipe: Pipeline, frames: list[Frame], n: int, warmup: int,
     try:
         for i in progress(order, n, "ours"):
             pipe.process(frames[i].rgb)
+            if passes is not None:
+                passes.append(pipe.detector.passes if isinstance(pipe.detector, FaceCascade) else 1)
         return pipe.times, order
     finally:
         pipe.times = None
@@ -253,18 +270,20 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]
     machine = machine_info()
     model_set = ModelSet(args.models, embedder=args.embedder)
     pipe = model_set.pipeline(detector=args.detector, num_threads=args.threads)
-    frames, dropped = build_frames(pipe, dev, masks, args.distinct)
+    frames, dropped = build_frames(pipe, dev, masks, args.distinct, args.face_widths)
     if not frames:
         raise RuntimeError(f"our pipeline found exactly one face in none of the {len(dropped)} photos tried")
     widths = np.array([f.face_width for f in frames])
 
-    times, order = time_ours(pipe, frames, args.frames, args.warmup, progress)
+    passes: list[int] = []
+    times, order = time_ours(pipe, frames, args.frames, args.warmup, progress, passes)
     stage_ms = {s: list(getattr(times, s)) for s in STAGES}
     total = summary(stage_ms["total"])
     precision = model_set.info(model_set.embedder_entry).entry["precision"]
     report: dict[str, Any] = {
         "machine": machine,
         "config": {"frames": args.frames, "warmup": args.warmup, "threads": args.threads, "distinct": args.distinct,
+                   "face_widths": list(args.face_widths),
                    "dlib_frames": None if args.no_dlib else args.dlib_frames, "detector": args.detector},
         "frames": {
             "size": [FRAME_W, FRAME_H], "distinct": len(frames),
@@ -277,11 +296,15 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]
             "names": [f.name for f in frames],
         },
         "ours": {
-            "pipeline": f"BlazeFace {args.detector} ({DETECTOR_KINDS[args.detector]}) -> align -> mask status -> "
+            "pipeline": f"BlazeFace {args.detector} ({DETECTOR_KINDS[args.detector]}"
+                        f"{' + cascade' if isinstance(pipe.detector, FaceCascade) else ''}) -> align -> mask status -> "
                         f"quality -> {model_set.embedder} embedder ({precision})",
             "models": str(model_set.dir), "embedder_sha256": model_set.embedder_sha,
             "threads": args.threads, "warmup": args.warmup,
             "stages": {s: summary(v) for s, v in stage_ms.items()},
+            # Model runs per frame: 1 for a face found at once and large, 2 with a refined small face.
+            "detect_passes": {"mean": round(float(np.mean(passes)), 2), "max": int(max(passes)),
+                              "share_one_pass": round(float(np.mean(np.array(passes) == 1)), 3)},
             "fps": round(1000.0 / total["mean_ms"], 2),
         },
         "dlib": None,
@@ -345,7 +368,9 @@ def text_report(r: dict[str, Any]) -> str:
         st = ours["stages"][s]
         lines.append(f"  {s:<8}{st['median_ms']:>11.2f}{st['p95_ms']:>10.2f}{st['mean_ms']:>10.2f}"
                      f"{st['max_ms']:>10.2f}")
-    lines.append(f"  {ours['fps']:.1f} frames/s (1000 / mean total)")
+    dp = ours["detect_passes"]
+    lines.append(f"  {ours['fps']:.1f} frames/s (1000 / mean total); detector passes per frame: mean {dp['mean']:.2f}, "
+                 f"max {dp['max']}, one pass on {100 * dp['share_one_pass']:.0f} % of frames")
     lines.append("")
     if dl is None:
         lines.append("dlib: skipped (--no-dlib)")
@@ -435,6 +460,16 @@ def non_negative_int(text: str) -> int:
     return 0 if text.strip() == "0" else positive_int(text)
 
 
+def width_range(text: str) -> tuple[int, int]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"give MIN,MAX face widths in px, got {text!r}")
+    lo, hi = (positive_int(p) for p in parts)
+    if not 16 <= lo <= hi <= FRAME_H:
+        raise argparse.ArgumentTypeError(f"face widths must satisfy 16 <= MIN <= MAX <= {FRAME_H}, got {text!r}")
+    return lo, hi
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=positive_int, default=300, metavar="N", help="timed iterations of ours (300)")
@@ -442,6 +477,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help=f"untimed iterations first (20; dlib gets at most {DLIB_WARMUP_MAX})")
     ap.add_argument("--threads", type=positive_int, default=2, metavar="N", help="TFLite threads (2)")
     ap.add_argument("--distinct", type=positive_int, default=40, metavar="N", help="distinct frames to build (40)")
+    ap.add_argument("--face-widths", type=width_range, default=(50, 300), metavar="MIN,MAX",
+                    help="face box widths of the frames in px, spread evenly (50,300: 0.5-2.5 m from the camera)")
     ap.add_argument("--dlib-frames", type=positive_int, default=40, metavar="N",
                     help="timed frames of dlib's pipeline (40; ~0.2 s each on a desktop core, more on a board)")
     ap.add_argument("--no-dlib", action="store_true", help="time our pipeline only")

@@ -43,9 +43,13 @@ def models(args: argparse.Namespace) -> ModelSet:
 
 
 def pipeline(args: argparse.Namespace, ms: ModelSet) -> Pipeline:
+    from edge_app.vision.cascade import CascadeOptions
+
     rc = settings(args).recognition
+    cascade = CascadeOptions(refine_below=rc.detector_refine_below, close_up=rc.detector_close_up,
+                             small_faces=rc.detector_small_faces)
     return ms.pipeline(detector=args.detector or rc.detector, num_threads=args.threads or rc.threads,
-                       mask_threshold=rc.mask_probability)
+                       mask_threshold=rc.mask_probability, cascade=cascade)
 
 
 def policy(args: argparse.Namespace, ms: ModelSet) -> RecognitionPolicy:

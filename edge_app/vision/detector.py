@@ -115,34 +115,60 @@ class FaceDetector:
         if n_out != len(self.anchors):
             raise ValueError(f"{model.path.name}: {n_out} outputs for {len(self.anchors)} anchors")
 
-    def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, float, float, float]:
-        """Letterbox to the model's square input; returns tensor, scale and padding (in input px)."""
+    def view(self, frame: np.ndarray, x0: float, y0: float, side: float) -> tuple[np.ndarray, np.ndarray]:
+        """The square frame region [x0, x0 + side)^2 as the model's input; what lies outside the frame is
+        black (a letterbox, or the border that makes a close-up face small enough for the model).
+
+        Returns the RGB uint8 canvas and the map back to the frame: frame = input * m[:, 0] + m[:, 1] per axis
+        (x, y), exact for the pixels actually resized, so rounding never biases keypoints."""
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
+        if not side > 0:
+            raise ValueError(f"view side must be positive, got {side}")
         h, w = frame.shape[:2]
-        scale = self.size / max(h, w)
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        resized = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA)
-        pad_x, pad_y = (self.size - nw) / 2, (self.size - nh) / 2
+        s = self.size / side
+        fx0, fy0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+        fx1, fy1 = min(w, int(np.ceil(x0 + side))), min(h, int(np.ceil(y0 + side)))
         canvas = np.zeros((self.size, self.size, 3), np.uint8)
-        x0, y0 = int(pad_x), int(pad_y)
-        canvas[y0:y0 + nh, x0:x0 + nw] = resized
+        if fx1 - fx0 < 1 or fy1 - fy0 < 1:
+            raise ValueError(f"view ({x0:.1f}, {y0:.1f}, side {side:.1f}) lies outside the {w}x{h} frame")
+        # Where the frame part starts on the canvas; the map back below is exact for whatever rounding did.
+        dx = int(np.clip(round((fx0 - x0) * s), 0, self.size - 1))
+        dy = int(np.clip(round((fy0 - y0) * s), 0, self.size - 1))
+        nw = max(1, min(self.size - dx, round((fx1 - fx0) * s)))
+        nh = max(1, min(self.size - dy, round((fy1 - fy0) * s)))
+        # INTER_AREA averages when shrinking (no aliasing); enlarging a small crop wants bilinear.
+        interp = cv2.INTER_AREA if nw < fx1 - fx0 else cv2.INTER_LINEAR
+        canvas[dy:dy + nh, dx:dx + nw] = cv2.resize(frame[fy0:fy1, fx0:fx1], (nw, nh), interpolation=interp)
+        ax, ay = (fx1 - fx0) / nw, (fy1 - fy0) / nh
+        back = np.array([[ax, fx0 - dx * ax], [ay, fy0 - dy * ay]], np.float64)
+        return canvas, back
+
+    def to_tensor(self, canvas: np.ndarray) -> np.ndarray:
+        """RGB uint8 (size, size, 3) -> the model's input tensor (1, size, size, 3), [-1, 1] or quantized."""
+        real = canvas.astype(np.float32) / 127.5 - 1.0
         spec = self.model.input
         if spec.dtype == np.float32:
-            x = canvas.astype(np.float32) / 127.5 - 1.0
-        else:  # quantized input: map [-1, 1] into the tensor's integer range
-            real = canvas.astype(np.float32) / 127.5 - 1.0
-            x = np.clip(np.round(real / spec.scale + spec.zero_point),
-                        np.iinfo(spec.dtype).min, np.iinfo(spec.dtype).max).astype(spec.dtype)
-        return x[None], scale, float(x0), float(y0)
+            return real[None]
+        # quantized input: map [-1, 1] into the tensor's integer range
+        q = np.clip(np.round(real / spec.scale + spec.zero_point), np.iinfo(spec.dtype).min, np.iinfo(spec.dtype).max)
+        return q.astype(spec.dtype)[None]
 
-    def decode(self, raw_boxes: np.ndarray, raw_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+        """Letterbox to the model's square input; returns tensor, scale and padding (in input px)."""
+        h, w = frame.shape[:2] if frame.ndim >= 2 else (0, 0)
+        side = max(h, w)
+        canvas, back = self.view(frame, (w - side) / 2, (h - side) / 2, side)
+        return self.to_tensor(canvas), 1.0 / back[0, 0], -back[0, 1] / back[0, 0], -back[1, 1] / back[1, 0]
+
+    def decode(self, raw_boxes: np.ndarray, raw_scores: np.ndarray,
+               min_score: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw model outputs -> boxes (N, 4) and keypoints (N, 6, 2) in input pixels, scores (N,)."""
         raw_boxes = raw_boxes.reshape(len(self.anchors), -1)
         # MediaPipe clips logits at +-100; float64 keeps exp() of that finite.
         logits = np.clip(raw_scores.reshape(-1).astype(np.float64), -100.0, 100.0)
         scores = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
-        keep = scores >= self.min_score
+        keep = scores >= (self.min_score if min_score is None else min_score)
         r, a, scores = raw_boxes[keep], self.anchors[keep] * self.size, scores[keep]
         cx, cy = r[:, 0] + a[:, 0], r[:, 1] + a[:, 1]
         w, h = r[:, 2], r[:, 3]
@@ -150,23 +176,33 @@ class FaceDetector:
         kps = r[:, 4:16].reshape(-1, 6, 2) + a[:, None, :]
         return boxes, kps, scores
 
-    def detect(self, frame: np.ndarray) -> list[Detection]:
-        x, scale, px, py = self.preprocess(frame)
-        outs = self.model.run(x)
+    def detect(self, frame: np.ndarray, min_score: float | None = None) -> list[Detection]:
+        """Faces in the whole frame, letterboxed to the model's input."""
+        h, w = frame.shape[:2] if frame.ndim >= 2 else (0, 0)
+        side = max(h, w)
+        return self.detect_region(frame, (w - side) / 2, (h - side) / 2, side, min_score)
+
+    def detect_region(self, frame: np.ndarray, x0: float, y0: float, side: float,
+                      min_score: float | None = None) -> list[Detection]:
+        """Faces seen in the square region [x0, x0 + side)^2 of the frame (see view), in frame pixels,
+        clipped to the frame; min_score overrides the detector's own for this call."""
+        canvas, back = self.view(frame, x0, y0, side)
+        outs = self.model.run(self.to_tensor(canvas))
         # Outputs are (1, N, 16) regressors and (1, N, 1) scores; tell them apart by shape.
         raw_boxes = next(o for o in outs if o.shape[-1] == 16)
         raw_scores = next(o for o in outs if o.shape[-1] == 1)
-        boxes, kps, scores = self.decode(raw_boxes, raw_scores)
+        boxes, kps, scores = self.decode(raw_boxes, raw_scores, min_score)
         if not len(scores):
             return []
         h, w = frame.shape[:2]
+        scale, offset = back[:, 0], back[:, 1]
         faces = []
         for box, kp, score in weighted_nms(boxes, kps, scores, self.iou_threshold)[: self.max_faces]:
-            box = (box - [px, py, px, py]) / scale
-            kp = (kp - [px, py]) / scale
-            x0, y0 = float(np.clip(box[0], 0, w)), float(np.clip(box[1], 0, h))
-            x1, y1 = float(np.clip(box[2], 0, w)), float(np.clip(box[3], 0, h))
-            if x1 - x0 < 2 or y1 - y0 < 2:
+            box = box * np.tile(scale, 2) + np.tile(offset, 2)
+            kp = kp * scale + offset
+            x0_, y0_ = float(np.clip(box[0], 0, w)), float(np.clip(box[1], 0, h))
+            x1_, y1_ = float(np.clip(box[2], 0, w)), float(np.clip(box[3], 0, h))
+            if x1_ - x0_ < 2 or y1_ - y0_ < 2:
                 continue
-            faces.append(Detection((x0, y0, x1, y1), score, kp.astype(np.float32)))
+            faces.append(Detection((x0_, y0_, x1_, y1_), score, kp.astype(np.float32)))
         return faces

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_app.vision.align import ChipGeometry, align
+from edge_app.vision.cascade import FaceCascade
 from edge_app.vision.detector import Detection, FaceDetector
 from edge_app.vision.embedder import FaceEmbedder
 from edge_app.vision.mask import MaskClassifier
@@ -37,7 +38,7 @@ class StageTimes:
 
 
 class Pipeline:
-    def __init__(self, detector: FaceDetector, embedder: FaceEmbedder, geometry: ChipGeometry,
+    def __init__(self, detector: FaceDetector | FaceCascade, embedder: FaceEmbedder, geometry: ChipGeometry,
                  quality: QualityConfig | None = None, eyes_only: bool = False,
                  embed_low_quality: bool = True, mask_classifier: MaskClassifier | None = None,
                  mask_threshold: float = 0.5, mask_geometry: ChipGeometry | None = None) -> None:
