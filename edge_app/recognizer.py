@@ -26,6 +26,7 @@ class Reason(enum.Enum):
     UNKNOWN = "unknown"  # best score below the threshold, or an empty gallery
     LOW_QUALITY = "low_quality"  # failed a quality gate: never matched
     NO_MASK = "no_mask"  # recognised, but require_mask is on and no mask is worn
+    SPOOF = "spoof"  # recognised, but judged not live (a photo or screen); only when liveness is checked
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,11 @@ class RecognitionPolicy:
     masked_threshold: float
     require_mask: bool = False
     masked_gallery: str = "plain+masked"  # which templates a masked probe is compared with
+    live_threshold: float = 0.5  # p(live) at which a checked face counts as live
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.live_threshold < 1.0:
+            raise ValueError(f"live_threshold is a probability in (0, 1), got {self.live_threshold}")
         for name in ("threshold", "masked_threshold"):
             v = getattr(self, name)
             if not -1.0 <= v <= 1.0:
@@ -44,8 +48,9 @@ class RecognitionPolicy:
             raise ValueError(f"masked_gallery must be one of {MASKED_GALLERIES}, got {self.masked_gallery!r}")
 
     @classmethod
-    def from_thresholds(cls, t: Thresholds, require_mask: bool = False) -> RecognitionPolicy:
-        return cls(t.plain, t.masked, require_mask, t.masked_gallery)
+    def from_thresholds(cls, t: Thresholds, require_mask: bool = False, live_threshold: float = 0.5
+                        ) -> RecognitionPolicy:
+        return cls(t.plain, t.masked, require_mask, t.masked_gallery, live_threshold)
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class Recognition:
     match: Match | None  # best gallery match, whether or not it passed the threshold
     threshold: float  # the one that applied: plain or masked
     require_mask: bool = False
+    live_threshold: float = 0.5
 
     @property
     def masked(self) -> bool:
@@ -65,11 +71,19 @@ class Recognition:
         return self.match is not None and self.match.score >= self.threshold and self.face.quality.passed
 
     @property
+    def live(self) -> bool | None:
+        """This frame's liveness verdict; None when the face was not checked."""
+        p = self.face.live_probability
+        return None if p is None else p >= self.live_threshold
+
+    @property
     def reason(self) -> Reason:
         if not self.face.quality.passed:
             return Reason.LOW_QUALITY
         if not self.known:
             return Reason.UNKNOWN
+        if self.live is False:
+            return Reason.SPOOF
         if self.require_mask and not self.masked:
             return Reason.NO_MASK
         return Reason.MATCH
@@ -93,9 +107,15 @@ class Recognition:
             return "n/a"
         return f"{'yes' if self.masked else 'no'}({p:.2f})"
 
+    @property
+    def live_text(self) -> str:
+        p = self.face.live_probability
+        return "n/a" if p is None else f"{'yes' if self.live else 'no'}({p:.2f})"
+
     def as_dict(self) -> dict[str, object]:
         d = self.face.detection
         p = self.face.mask_probability
+        pl = self.face.live_probability
         return {
             "name": self.name,
             "known": self.known,
@@ -107,6 +127,8 @@ class Recognition:
             "best_candidate": self.match.name if self.match else None,
             "matched_masked_template": self.match.masked_template if self.match else None,
             "mask": None if p is None else {"worn": self.masked, "probability": round(p, 3)},
+            "live": None if pl is None else {"live": self.live, "probability": round(pl, 4),
+                                             "threshold": self.live_threshold},
             "box": [round(v, 1) for v in d.box],
             "detection_score": round(d.score, 3),
             "quality": self.face.quality.as_dict(),
@@ -131,7 +153,7 @@ class Recognizer:
             all_templates = masked and self.policy.masked_gallery == "plain+masked"
             best = self.matcher.match(face.embedding, k=1, use_masked=None if all_templates else False)
             match = best[0] if best else None
-        return Recognition(face, match, threshold, self.policy.require_mask)
+        return Recognition(face, match, threshold, self.policy.require_mask, self.policy.live_threshold)
 
     def recognize(self, frame: np.ndarray, max_faces: int | None = None) -> list[Recognition]:
         return [self.match_face(face) for face in self.pipeline.process(frame, max_faces)]

@@ -38,10 +38,15 @@ def models(args: argparse.Namespace) -> ModelSet:
     return ModelSet(args.models if args.models is not None else cfg.models.dir, embedder=cfg.recognition.embedder)
 
 
-def pipeline(args: argparse.Namespace, ms: ModelSet) -> Pipeline:
+def liveness_on(args: argparse.Namespace) -> bool:
+    """[liveness] enabled, unless --no-liveness."""
+    return settings(args).liveness.enabled and not getattr(args, "no_liveness", False)
+
+
+def pipeline(args: argparse.Namespace, ms: ModelSet, liveness: bool = False) -> Pipeline:
     rc = settings(args).recognition
     return ms.pipeline(detector=args.detector or rc.detector, num_threads=args.threads or rc.threads,
-                       mask_threshold=rc.mask_probability)
+                       mask_threshold=rc.mask_probability, liveness=liveness)
 
 
 def policy(args: argparse.Namespace, ms: ModelSet) -> RecognitionPolicy:
@@ -56,6 +61,7 @@ def policy(args: argparse.Namespace, ms: ModelSet) -> RecognitionPolicy:
         pick(getattr(args, "masked_threshold", None), rc.masked_threshold, calibrated.masked),
         bool(getattr(args, "require_mask", False) or rc.require_mask),
         rc.masked_gallery or calibrated.masked_gallery,
+        settings(args).liveness.threshold,
     )
 
 
