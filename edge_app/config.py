@@ -126,12 +126,14 @@ class LivenessConfig:
     """Presentation-attack detection (docs/liveness.md): a recognised face must also be judged live."""
 
     enabled: bool = True
-    threshold: float = field(default=0.5, metadata=rule(0, 1, exclusive=True))  # p(live) to count a frame live
+    # p(live) to count a frame live: the equal-error point of scripts/evaluate_liveness.py (docs/liveness.md)
+    threshold: float = field(default=0.4, metadata=rule(0, 1, exclusive=True))
     votes: int = field(default=3, metadata=rule(lo=1, hi=30))  # live frames needed in the [access] window
     # Second cue: keypoints over the window must not move as one plane (a photo, a screen). Off by default:
-    # a person who stands still fits a plane too and would wait until they move.
+    # a person who stands still fits a plane too and would wait until they move, and BlazeFace's keypoint
+    # jitter alone gives rigid attacks residuals of 0.02-0.05 eye distances (docs/liveness.md).
     motion: bool = False
-    motion_residual: float = field(default=0.02, metadata=rule(0, 1, exclusive=True))
+    motion_residual: float = field(default=0.1, metadata=rule(0, 1, exclusive=True))
 
 
 @dataclass(frozen=True)

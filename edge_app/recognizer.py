@@ -14,9 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_app.config import LivenessConfig
 from edge_app.gallery.matcher import Match, Matcher
 from edge_app.models import MASKED_GALLERIES, Thresholds
 from edge_app.vision.pipeline import Face, Pipeline
+
+LIVE_THRESHOLD = LivenessConfig().threshold
 
 
 class Reason(enum.Enum):
@@ -35,7 +38,7 @@ class RecognitionPolicy:
     masked_threshold: float
     require_mask: bool = False
     masked_gallery: str = "plain+masked"  # which templates a masked probe is compared with
-    live_threshold: float = 0.5  # p(live) at which a checked face counts as live
+    live_threshold: float = LIVE_THRESHOLD  # p(live) at which a checked face counts as live
 
     def __post_init__(self) -> None:
         if not 0.0 < self.live_threshold < 1.0:
@@ -48,7 +51,7 @@ class RecognitionPolicy:
             raise ValueError(f"masked_gallery must be one of {MASKED_GALLERIES}, got {self.masked_gallery!r}")
 
     @classmethod
-    def from_thresholds(cls, t: Thresholds, require_mask: bool = False, live_threshold: float = 0.5
+    def from_thresholds(cls, t: Thresholds, require_mask: bool = False, live_threshold: float = LIVE_THRESHOLD
                         ) -> RecognitionPolicy:
         return cls(t.plain, t.masked, require_mask, t.masked_gallery, live_threshold)
 
@@ -59,7 +62,7 @@ class Recognition:
     match: Match | None  # best gallery match, whether or not it passed the threshold
     threshold: float  # the one that applied: plain or masked
     require_mask: bool = False
-    live_threshold: float = 0.5
+    live_threshold: float = LIVE_THRESHOLD
 
     @property
     def masked(self) -> bool:
