@@ -27,6 +27,8 @@ import numpy as np
 
 from scripts.common import DATA_ROOT
 
+from .quant import saved_model_to_tflite
+
 log = logging.getLogger(__name__)
 
 DEFAULT_DIR = DATA_ROOT.parent / "reference" / "minifasnet"
@@ -219,25 +221,6 @@ def to_saved_model(onnx_path: Path, crops: np.ndarray, work: Path) -> Path:
     return out
 
 
-def to_tflite(saved_model: Path, precision: str, calib: np.ndarray | None = None) -> bytes:
-    """precision: float32, fp16 (fp16 weights), dynamic (int8 weights) or int8 (full, float in/out)."""
-    import tensorflow as tf
-
-    from .quant import full_int8, samples
-
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    if precision == "fp16":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.target_spec.supported_types = [tf.float16]
-    elif precision == "dynamic":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif precision == "int8":
-        if calib is None:
-            raise ValueError("int8 needs calibration crops")
-        full_int8(conv, samples(calib), tf.float32)
-    return bytes(conv.convert())
-
-
 def _model_input(m: Any, crop: np.ndarray) -> np.ndarray:
     """A crop in the model's input type (the full-int8 trial takes quantized uint8)."""
     spec = m.input
@@ -329,7 +312,7 @@ def build(out: Path, detector: Any, files: list[Path], folder: Path, work: Path)
         per: dict[str, Any] = {}
         for precision in PRECISIONS:
             path = work / f"{v.name}_{precision}.tflite"
-            path.write_bytes(to_tflite(saved, precision, faces[::2]))
+            path.write_bytes(saved_model_to_tflite(saved, precision, faces[::2]))
             got = tflite_logits(path, check)
             p_ref, p_got = softmax(ref)[:, 1], softmax(got)[:, 1]
             per[precision] = {"path": path, "max_abs_logit_diff": float(np.abs(got - ref).max()),

@@ -8,20 +8,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from gpiozero.pins.mock import MockFactory
 
-from edge_app.config import parse_config
-from edge_app.daemon import Daemon
-from edge_app.gallery.matcher import Matcher
-from edge_app.gallery.store import Gallery
-from edge_app.hardware.camera import OpenCVSource
-from edge_app.hardware.door import Door, DoorConfig
-from edge_app.recognizer import RecognitionPolicy, Recognizer
 from scripts.pad_attacks import Attack, attack_frames
 from tests import conftest
 from tests.conftest import kiosk_frame
+from tests.e2e.test_daemon import gallery_db, run_daemon
 
-RELAY = 17
 HALL = np.full((480, 640, 3), 90, np.uint8)
 
 
@@ -30,28 +22,11 @@ def live_pipeline(model_set):  # type: ignore[no-untyped-def]
     return model_set.pipeline(num_threads=2, liveness=True)
 
 
-@pytest.fixture
-def gallery_db(tmp_path, live_pipeline, model_set, rgb):  # type: ignore[no-untyped-def]
-    path = tmp_path / "gallery.db"
-    with Gallery(path) as g:
-        g.add_person("Obama")
-        e = live_pipeline.process(rgb("obama.jpg"), max_faces=1)[0].embedding
-        g.add_templates("Obama", e[None], model_sha=model_set.embedder_sha, masked=False)
-    return path
-
-
 def run(video: Path, db: Path, pipe, model_set, config: str = ""):  # type: ignore[no-untyped-def]
-    cfg = parse_config("[door]\npins = \"mock\"\npulse_seconds = 0.2\n" + config)
-    factory = MockFactory()
-    door = Door(DoorConfig(relay_pin=RELAY, pulse_seconds=0.2), pin_factory=factory)
-    with Gallery(db) as g:
-        t = model_set.thresholds()
-        policy = RecognitionPolicy(t.plain, t.masked, False, t.masked_gallery, cfg.liveness.threshold)
-        daemon = Daemon(cfg, OpenCVSource(str(video)), Recognizer(pipe, Matcher.from_gallery(g, model_set.embedder_sha),
-                                                                  policy), g, door, model_set.embedder_sha)
-        assert daemon.run() == 0
-        events = g.events(100)[::-1]
-    return factory.pin(RELAY), [e for e in events if e["kind"] == "access"]
+    """The daemon of test_daemon.py (MockFactory relay, real gallery) on a pipeline with liveness."""
+    code, _, relay, events = run_daemon(video, db, pipe, model_set, config)
+    assert code == 0
+    return relay, [e for e in events if e["kind"] == "access"]
 
 
 def replay_video(tmp_path: Path, pipe, rgb) -> Path:  # type: ignore[no-untyped-def]
@@ -60,6 +35,9 @@ def replay_video(tmp_path: Path, pipe, rgb) -> Path:  # type: ignore[no-untyped-
     box = pipe.detector.detect(photo)[0].box
     frames = list(attack_frames(photo, box, Attack("screen", 150, 1.2, seed=3), n_frames=8))
     return conftest.write_video(tmp_path / "replay.avi", [HALL] * 2 + frames + [HALL] * 2)
+
+
+__all__ = ["gallery_db"]  # the enrolled gallery of test_daemon.py, used as a fixture here
 
 
 def test_a_replayed_photo_of_an_enrolled_person_is_refused_as_a_spoof(tmp_path, live_pipeline, model_set, rgb,
