@@ -279,7 +279,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]
         },
         "ours": {
             "pipeline": f"BlazeFace {args.detector} ({DETECTOR_KINDS[args.detector]}) -> align -> mask status -> "
-                        f"quality -> {model_set.embedder} embedder ({precision})",
+                        f"quality -> {model_set.embedder} embedder ({precision})"
+                        + (" -> liveness (MiniFASNetV2 + V1SE, 1 thread)" if pipe.liveness is not None else ""),
             "models": str(model_set.dir), "embedder_sha256": model_set.embedder_sha,
             "threads": args.threads, "warmup": args.warmup,
             "stages": {s: summary(v) for s, v in stage_ms.items()},
