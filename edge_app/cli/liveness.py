@@ -29,7 +29,7 @@ def cmd_liveness_check(args: argparse.Namespace) -> int:
     source = open_source(args.source or cam.source, no_frame_timeout=cam.no_frame_seconds,
                          size=(cam.width, cam.height))
     still = isinstance(source, ImageSource)
-    if not still:
+    if source.live:
         say(f"watching {source.description}: show your face, then printed photos and phone screens "
             "(Ctrl-C to stop)")
     scores: list[float] = []
