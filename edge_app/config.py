@@ -30,6 +30,7 @@ __all__ = [
     "DoorSection",
     "EventsConfig",
     "GalleryConfig",
+    "LivenessConfig",
     "ModelsConfig",
     "MqttConfig",
     "RecognitionConfig",
@@ -128,6 +129,21 @@ class AccessConfig:
 
 
 @dataclass(frozen=True)
+class LivenessConfig:
+    """Presentation-attack detection (docs/liveness.md): a recognised face must also be judged live."""
+
+    enabled: bool = True
+    # p(live) to count a frame live: the equal-error point of scripts/evaluate_liveness.py (docs/liveness.md)
+    threshold: float = field(default=0.4, metadata=rule(0, 1, exclusive=True))
+    votes: int = field(default=3, metadata=rule(lo=1, hi=30))  # live frames needed in the [access] window
+    # Second cue: keypoints over the window must not move as one plane (a photo, a screen). Off by default:
+    # a person who stands still fits a plane too and would wait until they move, and BlazeFace's keypoint
+    # jitter alone gives rigid attacks residuals of 0.02-0.05 eye distances (docs/liveness.md).
+    motion: bool = False
+    motion_residual: float = field(default=0.1, metadata=rule(0, 1, exclusive=True))
+
+
+@dataclass(frozen=True)
 class DoorSection:
     relay_pin: int = field(default=17, metadata=rule(lo=0, hi=53))
     lock_type: str = field(default="fail_secure", metadata=rule(choices=("fail_secure", "fail_safe")))
@@ -205,6 +221,7 @@ class Config:
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
     door: DoorSection = field(default_factory=DoorSection)
     events: EventsConfig = field(default_factory=EventsConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -378,7 +395,11 @@ def parse_config(text: str, source: str | Path = "<string>") -> Config:
             raise ConfigError(f"{label}: {k}: a top-level key is not allowed, {hint}")
         else:
             raise ConfigError(f"{label}: [{k}]: unknown section, {_suggest(k, list(_SCHEMA), _BRACKETED)}")
-    return Config(**sections, source=path)
+    config = Config(**sections, source=path)
+    if config.liveness.votes > config.access.window:  # the live frames are counted in the vote window
+        raise ConfigError(f"{label}: [liveness] votes ({config.liveness.votes}) cannot exceed [access] window "
+                          f"({config.access.window})")
+    return config
 
 
 def load_config(path: str | Path) -> Config:

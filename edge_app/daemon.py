@@ -48,6 +48,21 @@ def person_rules(gallery: Gallery) -> dict[int, PersonRule]:
             for p in gallery.list_persons()}
 
 
+def live_votes(config: Config, recognizer: Recognizer) -> dict[str, Any]:
+    """The tracker's liveness settings: judged only when [liveness] is on and the pipeline checks faces."""
+    lv = config.liveness
+    if not lv.enabled or recognizer.pipeline.liveness is None:
+        if lv.enabled:
+            log.warning("[liveness] enabled but the pipeline has no liveness check: faces are not judged live")
+        return {}
+    out: dict[str, Any] = {"live_votes": lv.votes}
+    if lv.motion:
+        from edge_app.vision.liveness import planar_residual
+
+        out.update(planar_residual=planar_residual, min_residual=lv.motion_residual)
+    return out
+
+
 def local_zone(name: str | None) -> tzinfo:
     if name:
         from zoneinfo import ZoneInfo
@@ -87,7 +102,8 @@ class Daemon:
         acc = config.access
         self.controller = AccessController(
             AccessPolicy(self.tz, require_mask=config.recognition.require_mask),
-            Tracker(votes=acc.votes, window=acc.window), person_rules(gallery), cooldown_s=acc.cooldown_seconds)
+            Tracker(votes=acc.votes, window=acc.window, **live_votes(config, recognizer)), person_rules(gallery),
+            cooldown_s=acc.cooldown_seconds)
         self.stats = Stats()
         self.control = control  # MQTT: events out, state, admin commands in (None: no broker configured)
         self._state_dirty = threading.Event()

@@ -21,6 +21,7 @@ from edge_app.vision.align import TEMPLATE_POINTS, ChipGeometry
 from edge_app.vision.cascade import CascadeOptions, FaceCascade
 from edge_app.vision.detector import FaceDetector
 from edge_app.vision.embedder import FaceEmbedder
+from edge_app.vision.liveness import LivenessChecker, LivenessNet
 from edge_app.vision.mask import MaskClassifier
 from edge_app.vision.pipeline import Pipeline
 from edge_app.vision.quality import QualityConfig
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "MANIFEST.json"
 DETECTOR_KINDS = {"short": "face_detector", "full": "face_detector_full"}
 MASK_CLASSIFIER = "mask_classifier"
+# The anti-spoofing networks whose scores are averaged (scripts/modelbuild/minifasnet.py).
+LIVENESS = ("liveness_v2", "liveness_v1se")
 # Embedders a manifest may hold, by the name config and command line use. SFace is the default:
 # on East-Asian faces dlib's ResNet reaches about half its rank-1 (README, "Accuracy").
 EMBEDDERS = {"sface": "face_embedder", "dlib": "face_embedder_dlib"}
@@ -146,6 +149,28 @@ class ModelSet:
     def has_mask_classifier(self) -> bool:
         return MASK_CLASSIFIER in self._entries
 
+    @property
+    def has_liveness(self) -> bool:
+        return all(n in self._entries for n in LIVENESS)
+
+    def liveness(self, num_threads: int = 1) -> LivenessChecker:
+        """Both anti-spoofing networks with the crop scale each was trained on (manifest input.crop_scale)."""
+        if not self.has_liveness:
+            raise ModelNotFoundError(f"{self.dir / MANIFEST}: liveness needs {', '.join(LIVENESS)}; this model set "
+                                     f"has {sorted(self._entries)} (run scripts/build_models.py --only liveness, or "
+                                     "set [liveness] enabled = false)")
+        nets = []
+        for name in LIVENESS:
+            try:
+                scale = float(self._entries[name]["input"]["crop_scale"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ModelError(f"{self.dir / MANIFEST}: {name}: no usable input.crop_scale ({exc})") from exc
+            try:
+                nets.append(LivenessNet(self.load(name, num_threads), scale))
+            except ValueError as exc:
+                raise ModelError(str(exc)) from exc
+        return LivenessChecker(nets)
+
     def thresholds(self) -> Thresholds:
         """The cosine thresholds calibrated for the chosen embedder (scripts/evaluate.py --masked --calibrate)."""
         rec = self.manifest.get("recognition", {}).get(self.embedder_entry)
@@ -170,8 +195,9 @@ class ModelSet:
     def pipeline(self, detector: str = "short", num_threads: int = 2, quality: QualityConfig | None = None,
                  eyes_only: bool = False, embed_low_quality: bool = True,
                  min_score: float | None = None, mask: bool = True, mask_threshold: float = 0.5,
-                 cascade: CascadeOptions | None = DEFAULT_CASCADE) -> Pipeline:
-        """The vision pipeline; with ``mask`` (and a classifier in the manifest) faces get a mask status.
+                 cascade: CascadeOptions | None = DEFAULT_CASCADE, liveness: bool = False) -> Pipeline:
+        """The vision pipeline; with ``mask`` (and a classifier in the manifest) faces get a mask status,
+        with ``liveness`` a p(live) (ModelNotFoundError when the manifest lacks the networks).
 
         With the short-range detector, ``cascade`` adds the passes of vision/cascade.py (refinement of small
         faces, close-ups, the full-range model for small faces); None: one short-range pass, as before."""
@@ -195,7 +221,9 @@ class ModelSet:
                     mask_geometry = self.chip_geometry(MASK_CLASSIFIER)
             elif mask:
                 log.warning("%s lists no %s: faces get no mask status", self.dir / MANIFEST, MASK_CLASSIFIER)
+            # One thread each, like the mask classifier: 80x80 inputs gain nothing from a second.
+            live = self.liveness(1) if liveness else None
             return Pipeline(det, emb, self.chip_geometry(), quality, eyes_only, embed_low_quality, clf,
-                            mask_threshold, mask_geometry)
+                            mask_threshold, mask_geometry, live)
         except ValueError as exc:  # shape checks in vision/
             raise ModelError(str(exc)) from exc

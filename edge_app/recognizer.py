@@ -14,9 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_app.config import LivenessConfig
 from edge_app.gallery.matcher import Match, Matcher
 from edge_app.models import MASKED_GALLERIES, Thresholds
 from edge_app.vision.pipeline import Face, Pipeline
+
+LIVE_THRESHOLD = LivenessConfig().threshold
 
 
 class Reason(enum.Enum):
@@ -26,6 +29,7 @@ class Reason(enum.Enum):
     UNKNOWN = "unknown"  # best score below the threshold, or an empty gallery
     LOW_QUALITY = "low_quality"  # failed a quality gate: never matched
     NO_MASK = "no_mask"  # recognised, but require_mask is on and no mask is worn
+    SPOOF = "spoof"  # recognised, but judged not live (a photo or screen); only when liveness is checked
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,11 @@ class RecognitionPolicy:
     masked_gallery: str = "plain+masked"  # which templates a masked probe is compared with
     margin: float = 0.0  # best person minus second-best person, at least (unmasked probes)
     masked_margin: float = 0.0  # the same for masked probes
+    live_threshold: float = LIVE_THRESHOLD  # p(live) at which a checked face counts as live
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.live_threshold < 1.0:
+            raise ValueError(f"live_threshold is a probability in (0, 1), got {self.live_threshold}")
         for name in ("threshold", "masked_threshold"):
             v = getattr(self, name)
             if not -1.0 <= v <= 1.0:
@@ -50,8 +57,9 @@ class RecognitionPolicy:
             raise ValueError(f"masked_gallery must be one of {MASKED_GALLERIES}, got {self.masked_gallery!r}")
 
     @classmethod
-    def from_thresholds(cls, t: Thresholds, require_mask: bool = False) -> RecognitionPolicy:
-        return cls(t.plain, t.masked, require_mask, t.masked_gallery, t.margin, t.masked_margin)
+    def from_thresholds(cls, t: Thresholds, require_mask: bool = False, live_threshold: float = LIVE_THRESHOLD
+                        ) -> RecognitionPolicy:
+        return cls(t.plain, t.masked, require_mask, t.masked_gallery, t.margin, t.masked_margin, live_threshold)
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ class Recognition:
     require_mask: bool = False
     runner_up: float | None = None  # score of the second-best person (None: fewer than two persons)
     margin: float = 0.0  # the margin that applied: plain or masked
+    live_threshold: float = LIVE_THRESHOLD
 
     @property
     def masked(self) -> bool:
@@ -81,11 +90,19 @@ class Recognition:
         return self.match.score - self.runner_up >= self.margin
 
     @property
+    def live(self) -> bool | None:
+        """This frame's liveness verdict; None when the face was not checked."""
+        p = self.face.live_probability
+        return None if p is None else p >= self.live_threshold
+
+    @property
     def reason(self) -> Reason:
         if not self.face.quality.passed:
             return Reason.LOW_QUALITY
         if not self.known:
             return Reason.UNKNOWN
+        if self.live is False:
+            return Reason.SPOOF
         if self.require_mask and not self.masked:
             return Reason.NO_MASK
         return Reason.MATCH
@@ -109,9 +126,15 @@ class Recognition:
             return "n/a"
         return f"{'yes' if self.masked else 'no'}({p:.2f})"
 
+    @property
+    def live_text(self) -> str:
+        p = self.face.live_probability
+        return "n/a" if p is None else f"{'yes' if self.live else 'no'}({p:.2f})"
+
     def as_dict(self) -> dict[str, object]:
         d = self.face.detection
         p = self.face.mask_probability
+        pl = self.face.live_probability
         return {
             "name": self.name,
             "known": self.known,
@@ -125,6 +148,8 @@ class Recognition:
             "best_candidate": self.match.name if self.match else None,
             "matched_masked_template": self.match.masked_template if self.match else None,
             "mask": None if p is None else {"worn": self.masked, "probability": round(p, 3)},
+            "live": None if pl is None else {"live": self.live, "probability": round(pl, 4),
+                                             "threshold": self.live_threshold},
             "box": [round(v, 1) for v in d.box],
             "detection_score": round(d.score, 3),
             "quality": self.face.quality.as_dict(),
@@ -151,7 +176,8 @@ class Recognizer:
             best = self.matcher.match(face.embedding, k=2, use_masked=None if all_templates else False)
             match = best[0] if best else None
             runner_up = best[1].score if len(best) > 1 else None
-        return Recognition(face, match, threshold, self.policy.require_mask, runner_up, margin)
+        return Recognition(face, match, threshold, self.policy.require_mask, runner_up, margin,
+                           self.policy.live_threshold)
 
     def recognize(self, frame: np.ndarray, max_faces: int | None = None) -> list[Recognition]:
         return [self.match_face(face) for face in self.pipeline.process(frame, max_faces)]

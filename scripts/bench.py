@@ -12,10 +12,10 @@ obama*.jpg and biden.jpg of $EDGE_APP_FACES_DEV (default <data>/faces-dev) and a
 <repo>/../shared/data. Photos in which our pipeline does not find exactly one face (at full size, then in
 the frame) are dropped (and reported). The distinct frames are cycled for --frames timed iterations.
 
-Ours: ModelSet().pipeline() (BlazeFace -> alignment -> mask status -> quality -> embedder; SFace by
-default, --embedder dlib for dlib's ResNet converted to int8), timed per stage
-by Pipeline.times. dlib: HOG detector (upsample 1) + shape_predictor_5 + compute_face_descriptor,
-i.e. face_recognition.face_encodings(), on --dlib-frames of the same frames.
+Ours: ModelSet().pipeline() (BlazeFace -> alignment -> mask status -> quality -> embedder -> liveness,
+the two MiniFASNets, unless --no-liveness; SFace by default, --embedder dlib for dlib's ResNet converted
+to int8), timed per stage by Pipeline.times. dlib: HOG detector (upsample 1) + shape_predictor_5 +
+compute_face_descriptor, i.e. face_recognition.face_encodings(), on --dlib-frames of the same frames.
 
 Figures are medians and 95th percentiles in milliseconds; frames/s is 1000 / mean total.
 Run it on an idle machine: anything else on the cores shows up in the tails.
@@ -54,7 +54,7 @@ from edge_app.vision.runtime import runtime_name  # noqa: E402
 from scripts.common import DATA_ROOT, UsageError, image_files, run_main  # noqa: E402
 
 FRAME_W, FRAME_H = 640, 480
-STAGES = ("detect", "align", "mask", "quality", "embed", "total")
+STAGES = ("detect", "align", "mask", "quality", "embed", "liveness", "total")
 DROPPED_SHOWN = 6  # in the text report; --json lists them all
 DLIB_WARMUP_MAX = 2  # dlib is slow and has no lazy set-up to amortise; a couple of calls pages in its models
 MASK_SUBDIR = Path("masks-chandrikadeb7") / "dataset" / "without_mask"
@@ -269,7 +269,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]
 
     machine = machine_info()
     model_set = ModelSet(args.models, embedder=args.embedder)
-    pipe = model_set.pipeline(detector=args.detector, num_threads=args.threads)
+    pipe = model_set.pipeline(detector=args.detector, num_threads=args.threads,
+                              liveness=model_set.has_liveness and not args.no_liveness)
     frames, dropped = build_frames(pipe, dev, masks, args.distinct, args.face_widths)
     if not frames:
         raise RuntimeError(f"our pipeline found exactly one face in none of the {len(dropped)} photos tried")
@@ -298,7 +299,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]
         "ours": {
             "pipeline": f"BlazeFace {args.detector} ({DETECTOR_KINDS[args.detector]}"
                         f"{' + cascade' if isinstance(pipe.detector, FaceCascade) else ''}) -> align -> mask status -> "
-                        f"quality -> {model_set.embedder} embedder ({precision})",
+                        f"quality -> {model_set.embedder} embedder ({precision})"
+                        + (" -> liveness (MiniFASNetV2 + V1SE, 1 thread)" if pipe.liveness is not None else ""),
             "models": str(model_set.dir), "embedder_sha256": model_set.embedder_sha,
             "threads": args.threads, "warmup": args.warmup,
             "stages": {s: summary(v) for s, v in stage_ms.items()},
@@ -402,7 +404,7 @@ def plot(report: dict[str, Any], series: dict[str, list[float]], path: Path) -> 
     import matplotlib.pyplot as plt
 
     colors = {"detect": "tab:blue", "align": "tab:green", "mask": "tab:brown", "quality": "tab:purple",
-              "embed": "tab:orange", "total": "black", "dlib total": "tab:red"}
+              "embed": "tab:orange", "liveness": "tab:cyan", "total": "black", "dlib total": "tab:red"}
     has_dlib = "dlib total" in series
     fig, axes = plt.subplots(2 if has_dlib else 1, 1, figsize=(8, 7.5 if has_dlib else 4.5), dpi=120, squeeze=False)
     # Stages span ~0.05 ms (quality) to tens of ms (embed) and dlib ~1 s: only a log axis shows them all.
@@ -482,6 +484,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--dlib-frames", type=positive_int, default=40, metavar="N",
                     help="timed frames of dlib's pipeline (40; ~0.2 s each on a desktop core, more on a board)")
     ap.add_argument("--no-dlib", action="store_true", help="time our pipeline only")
+    ap.add_argument("--no-liveness", action="store_true",
+                    help="leave out the anti-spoofing stage (timed by default when the model set has it)")
     ap.add_argument("--detector", choices=tuple(DETECTOR_KINDS), default="short", help="BlazeFace variant (short)")
     ap.add_argument("--embedder", choices=("sface", "dlib"), default="sface", help="embedder of the model set (sface)")
     ap.add_argument("--models", type=Path, help="models folder (default: $EDGE_APP_MODELS or the bundled ones)")

@@ -6,7 +6,9 @@
 
 Writes face_detector.tflite (BlazeFace short range), face_detector_full.tflite (full range),
 face_embedder.tflite (SFace, full int8; scripts/modelbuild/sface.py), face_embedder_dlib.tflite
-(dlib ResNet, full int8, uint8 input), MANIFEST.json and licence notices. `--only NAME,...` rebuilds
+(dlib ResNet, full int8, uint8 input), liveness_v2.tflite + liveness_v1se.tflite (MiniFASNet
+anti-spoofing, `--only liveness`; needs torch and the weights in --minifasnet, see
+scripts/modelbuild/minifasnet.py), MANIFEST.json and licence notices. `--only NAME,...` rebuilds
 some and keeps the other manifest entries (the mask classifier comes from scripts/train_mask.py).
 Run time on 2 cores: a few minutes, most of it dlib descriptors and int8 calibration.
 """
@@ -35,7 +37,7 @@ from edge_app.vision.detector import FaceDetector  # noqa: E402
 from edge_app.vision.embedder import FaceEmbedder  # noqa: E402
 from edge_app.vision.runtime import TFLiteModel  # noqa: E402
 from scripts.common import DATA_ROOT, image_files  # noqa: E402
-from scripts.modelbuild import calibrate_align, dlib_resnet, dlib_tf, sface  # noqa: E402
+from scripts.modelbuild import calibrate_align, dlib_resnet, dlib_tf, minifasnet, sface  # noqa: E402
 from scripts.modelbuild.dlib_ref import DlibReference  # noqa: E402
 from scripts.modelbuild.faces import collect_chips  # noqa: E402
 
@@ -152,6 +154,11 @@ def write_notices(out: Path) -> None:
         "  (scripts/build_models.py) and adds no restriction.",
         "- `mask_classifier.tflite`: trained by us (scripts/train_mask.py) on the masks-chandrikadeb7 data set",
         "  (MIT) and synthetic masks; MIT, like this project.",
+        "- `liveness_v2.tflite`, `liveness_v1se.tflite`: MiniFASNetV2 and MiniFASNetV1SE weights",
+        "  (2.7_80x80_MiniFASNetV2.pth, 4_0_0_80x80_MiniFASNetV1SE.pth) from Silent-Face-Anti-Spoofing by",
+        "  Minivision (github.com/minivision-ai/Silent-Face-Anti-Spoofing, commit b6d5f04), Apache License 2.0",
+        "  (full text in `LICENSE-Apache-2.0.txt`). Modified: the networks were defined again by us and converted",
+        "  to TFLite by scripts/modelbuild/minifasnet.py (PyTorch -> ONNX -> onnx2tf); the weights are unchanged.",
         "",
     ]
     (out / "LICENSES.md").write_text("\n".join(text))
@@ -161,7 +168,7 @@ def write_notices(out: Path) -> None:
         log.warning("Apache licence text not found at %s", apache)
 
 
-BUILDABLE = ("face_detector", "face_detector_full", "face_embedder", "face_embedder_dlib")
+BUILDABLE = ("face_detector", "face_detector_full", "face_embedder", "face_embedder_dlib", "liveness")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="shared data folder (default $EDGE_APP_DATA or ../shared/data)")
     ap.add_argument("--out", type=Path, default=ROOT / "models_tflite")
     ap.add_argument("--step", type=int, default=3, help="use every N-th image of the large folders")
+    ap.add_argument("--minifasnet", type=Path, default=None,
+                    help="folder of the MiniFASNet weights and sample/ (default $EDGE_APP_MINIFASNET or "
+                         "<data>/../reference/minifasnet)")
     ap.add_argument("--only", default=",".join(BUILDABLE), metavar="NAME,...",
                     help="models to (re)build; the others keep their manifest entries (default: all)")
     args = ap.parse_args(argv)
@@ -204,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         detector = FaceDetector(TFLiteModel(args.out / "face_detector.tflite"))
         with tempfile.TemporaryDirectory() as tmp:
             manifest["models"]["face_embedder"] = sface.build(args.out, detector, files, Path(tmp))
+    if "liveness" in only:
+        manifest["models"].update(build_liveness(args, dev))
     # Entries not rebuilt (and those of train_mask.py) are kept; thresholds calibrated for an embedder
     # that was rebuilt are dropped, as ModelSet would refuse them (recalibrate with evaluate.py --masked).
     old_path = args.out / "MANIFEST.json"
@@ -218,9 +230,20 @@ def main(argv: list[str] | None = None) -> int:
             manifest["recognition"] = kept
     write_notices(args.out)
     (args.out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    built = set(only) - {"liveness"} | ({n.name for n in minifasnet.VARIANTS} if "liveness" in only else set())
     print(json.dumps({k: v.get("agreement", v.get("alignment", v.get("precision"))) for k, v in
-                      manifest["models"].items() if k in only}, indent=2))
+                      manifest["models"].items() if k in built}, indent=2))
     return 0
+
+
+def build_liveness(args: argparse.Namespace, dev: Path) -> dict[str, Any]:
+    """Both MiniFASNets, checked on the upstream samples, faces-dev and real masked faces."""
+    detector = FaceDetector(TFLiteModel(args.out / "face_detector.tflite"))
+    masked = args.data / "real-masked-dev"
+    files = image_files(dev) + (sorted(masked.glob("*/masked/*.jpg"))[::6] if masked.is_dir() else [])
+    folder = minifasnet.weights_dir(args.minifasnet, args.data)
+    with tempfile.TemporaryDirectory() as tmp:
+        return minifasnet.build(args.out, detector, files, folder, Path(tmp))
 
 
 def build_dlib(args: argparse.Namespace, files: list[Path]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -74,8 +75,10 @@ def run_openset(args: argparse.Namespace, counts: list[int]) -> tuple[dict[str, 
                     disable=args.no_progress or not sys.stderr.isatty())
 
     cache = None if str(args.cache) in ("", ".") else args.cache
-    model_key = "|".join([ms.embedder_sha, *(ms.info(n, verify=False).sha256 for n in ("face_detector",)),
-                          args.detector, pipe.__class__.__module__, str(args.masked_templates)])
+    # Any change to the models or to the vision code (detection passes, alignment, ...) is a new cache entry.
+    vision = sorted((Path(openset.__file__).parents[1] / "edge_app" / "vision").glob("*.py"))
+    model_key = "|".join([ms.embedder_sha, *(ms.info(n, verify=False).sha256 for n in ms.manifest["models"]),
+                          args.detector, *(hashlib.sha256(p.read_bytes()).hexdigest() for p in vision)])
     emb = openset.embed_files(pipe, files, probe_files, enrol_files, args.masked_templates, cache, model_key,
                               progress)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from edge_app.access.policy import AccessPolicy, PersonRule, Reason
+from edge_app.access.policy import AccessPolicy, PersonRule, Reason, Verdict
 from edge_app.access.tracker import Observation, Tracker, Vote
 from edge_app.recognizer import Recognition
 
@@ -30,15 +30,20 @@ class AccessDecision:
     masked: bool | None
     track_id: int
     frames: int  # frames the face was seen before the decision
+    live: bool | None = None  # None: liveness not checked
 
     def details(self) -> dict[str, Any]:
-        return {"track": self.track_id, "frames": self.frames}
+        d: dict[str, Any] = {"track": self.track_id, "frames": self.frames}
+        if self.live is not None:
+            d["live"] = self.live
+        return d
 
 
 def observation(r: Recognition) -> Observation:
     m = r.match
     return Observation(r.face.detection.box, m.person_id if (m is not None and r.known) else None,
-                       None if m is None else m.score, r.face.masked, r.face.quality.passed)
+                       None if m is None else m.score, r.face.masked, r.face.quality.passed, r.live,
+                       r.face.detection.keypoints)
 
 
 class AccessController:
@@ -63,7 +68,10 @@ class AccessController:
             person = self.persons.get(v.person_id) if v.person_id is not None else None
             if v.person_id is not None and person is None:
                 log.warning("track %d matched person id %d, who is no longer in the gallery", v.track_id, v.person_id)
-            verdict = self.policy.decide(person, v.masked, now)
+            if person is not None and v.live is False:
+                verdict = Verdict(False, Reason.SPOOF)  # before schedules: a photo is refused whoever it shows
+            else:
+                verdict = self.policy.decide(person, v.masked, now)
             if verdict.granted and person is not None:
                 last = self._granted_at.get(person.person_id)
                 t = self.clock()
@@ -73,5 +81,5 @@ class AccessController:
                 self._granted_at[person.person_id] = t
             out.append(AccessDecision(str(uuid.uuid4()), now, verdict.granted, verdict.reason,
                                       v.person_id, person.name if person else None, v.score, v.masked,
-                                      v.track_id, v.frames))
+                                      v.track_id, v.frames, v.live))
         return out

@@ -36,6 +36,7 @@ class Reason(enum.Enum):
     EXPIRED = "expired"
     OUTSIDE_SCHEDULE = "outside_schedule"
     NO_MASK = "no_mask"
+    SPOOF = "spoof"  # recognised, but not judged live: a photo or a screen held to the camera
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,10 @@ A track decides once:
   - match:   N of its last M observations agree on one person, each above threshold with the
              quality gates passed;
   - unknown: M observations with the gates passed and no person reaching N votes.
-Faces that never pass the gates never decide (the door waits for a usable view). A decided track
+Faces that never pass the gates never decide (the door waits for a usable view).
+With liveness on, a match also needs the face judged live in ``live_votes`` of the window's usable
+observations (and, with the motion cue, keypoints that do not move as one plane); short of that the
+track waits for more frames while its window is not full, then decides with ``live`` False (spoof). A decided track
 whose face then matches another enrolled person for N usable frames in a row (one person stepping
 into the place of another, or an unknown face that turns to the camera) votes again.
 """
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 Box = tuple[float, float, float, float]
 
@@ -28,6 +33,8 @@ class Observation:
     score: float | None
     masked: bool | None
     quality_ok: bool
+    live: bool | None = None  # p(live) >= threshold; None: not checked
+    keypoints: Any = None  # the detector's keypoints (K, 2), for the motion cue
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class Vote:
     score: float | None  # mean score of the agreeing observations (best candidate's for unknown)
     masked: bool | None  # majority mask status of the counted observations
     frames: int  # observations the track had when it decided
+    live: bool | None = None  # judged live (None: liveness off); False on a match means refused as a spoof
 
 
 @dataclass
@@ -62,9 +70,17 @@ def iou(a: Box, b: Box) -> float:
 
 
 class Tracker:
-    def __init__(self, votes: int = 3, window: int = 5, min_iou: float = 0.3, max_missed: int = 5) -> None:
+    def __init__(self, votes: int = 3, window: int = 5, min_iou: float = 0.3, max_missed: int = 5,
+                 live_votes: int | None = None,
+                 planar_residual: Callable[[Sequence[Any]], float | None] | None = None,
+                 min_residual: float = 0.0) -> None:
         if not 1 <= votes <= window:
             raise ValueError(f"votes must be in 1..window ({window}), got {votes}")
+        if live_votes is not None and not 1 <= live_votes <= window:
+            raise ValueError(f"live votes must be in 1..window ({window}), got {live_votes}")
+        # None: liveness is not judged. The motion cue (a function of the keypoints over the window) is
+        # separate so either can be used alone.
+        self.live_votes, self.planar_residual, self.min_residual = live_votes, planar_residual, min_residual
         if not 0.0 < min_iou < 1.0:
             raise ValueError(f"min_iou must be in (0, 1), got {min_iou}")
         if max_missed < 0:
@@ -127,13 +143,28 @@ class Tracker:
         if known:
             pid, n = known.most_common(1)[0]
             if n >= self.votes:
+                live = self._live(usable)
+                if live is False and len(t.history) < self.window:
+                    return None  # not live yet: more frames may still show a live face
                 agree = [o for o in usable if o.person_id == pid]
                 scores = [o.score for o in agree if o.score is not None]
-                return Vote(t.id, pid, sum(scores) / len(scores) if scores else None, _majority(agree), t.seen)
+                return Vote(t.id, pid, sum(scores) / len(scores) if scores else None, _majority(agree), t.seen,
+                            live)
         if len(usable) >= self.window:
             scores = [o.score for o in usable if o.score is not None]
-            return Vote(t.id, None, max(scores) if scores else None, _majority(usable), t.seen)
+            return Vote(t.id, None, max(scores) if scores else None, _majority(usable), t.seen, self._live(usable))
         return None
+
+    def _live(self, usable: list[Observation]) -> bool | None:
+        if self.live_votes is None and self.planar_residual is None:
+            return None
+        if self.live_votes is not None and sum(o.live is True for o in usable) < self.live_votes:
+            return False
+        if self.planar_residual is not None:
+            residual = self.planar_residual([o.keypoints for o in usable if o.keypoints is not None])
+            if residual is None or residual < self.min_residual:
+                return False  # moved as one plane (or too few frames to tell)
+        return True
 
 
 def _majority(obs: list[Observation]) -> bool | None:

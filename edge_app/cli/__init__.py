@@ -1,4 +1,4 @@
-"""`edge-app` command line: enroll, gallery, recognize, run, doctor.
+"""`edge-app` command line: enroll, gallery, recognize, run, liveness-check, doctor.
 
 Exit codes (also in docs/cli.md):
   0  done
@@ -52,6 +52,13 @@ def _unit_float(text: str) -> float:
         value = math.nan
     if not -1.0 <= value <= 1.0:  # NaN fails this too
         raise argparse.ArgumentTypeError(f"{text!r} is not a number in [-1, 1]")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"a probability in (0, 1), got {value}")
     return value
 
 
@@ -143,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cosine similarity to accept a masked face (default: calibrated, in MANIFEST.json)")
     p.add_argument("--require-mask", action="store_true",
                    help="report recognised faces without a mask as refused (reason no_mask)")
+    p.add_argument("--no-liveness", action="store_true",
+                   help="skip the anti-spoofing check (default: [liveness] enabled, on)")
     p.add_argument("--annotate", type=Path, metavar="OUT",
                    help="write boxes and names: an image (or folder for a folder input) or a video file")
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames")
@@ -160,6 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="play a video file at its frame rate, as a camera would deliver it (demos, tests)")
     # A kiosk's journal shows its decisions and state changes without -v.
     p.set_defaults(func="run:cmd_run", log_level=logging.INFO)
+
+    p = sub.add_parser("liveness-check", parents=[common],
+                       help="print the anti-spoofing score of every face, live from the camera (or a video/image)")
+    p.add_argument("--source", default=None,
+                   help="camera index, picamera2, rtsp:// URL, video file, image or folder (default [camera] source)")
+    p.add_argument("--threshold", type=_probability, default=None,
+                   help="p(live) at which a face counts as live (default [liveness] threshold)")
+    p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames")
+    p.set_defaults(func="liveness:cmd_liveness_check")
 
     p = sub.add_parser("doctor", parents=[common],
                        help="check config, models, camera, GPIO, SQLite, MQTT, clock and disk; exit 1 on a failure")

@@ -42,14 +42,19 @@ def models(args: argparse.Namespace) -> ModelSet:
     return ModelSet(args.models if args.models is not None else cfg.models.dir, embedder=cfg.recognition.embedder)
 
 
-def pipeline(args: argparse.Namespace, ms: ModelSet) -> Pipeline:
+def liveness_on(args: argparse.Namespace) -> bool:
+    """[liveness] enabled, unless --no-liveness."""
+    return settings(args).liveness.enabled and not getattr(args, "no_liveness", False)
+
+
+def pipeline(args: argparse.Namespace, ms: ModelSet, liveness: bool = False) -> Pipeline:
     from edge_app.vision.cascade import CascadeOptions
 
     rc = settings(args).recognition
     cascade = CascadeOptions(refine_below=rc.detector_refine_below, close_up=rc.detector_close_up,
                              small_faces=rc.detector_small_faces)
     return ms.pipeline(detector=args.detector or rc.detector, num_threads=args.threads or rc.threads,
-                       mask_threshold=rc.mask_probability, cascade=cascade)
+                       mask_threshold=rc.mask_probability, cascade=cascade, liveness=liveness)
 
 
 def policy(args: argparse.Namespace, ms: ModelSet) -> RecognitionPolicy:
@@ -68,6 +73,7 @@ def policy(args: argparse.Namespace, ms: ModelSet) -> RecognitionPolicy:
         rc.masked_gallery or calibrated.masked_gallery,
         rc.margin if rc.margin is not None else calibrated.margin,
         rc.masked_margin if rc.masked_margin is not None else calibrated.masked_margin,
+        settings(args).liveness.threshold,
     )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app.cli import EXIT_ERROR, EXIT_OK
-from edge_app.cli.common import emit_json, models, settings
+from edge_app.cli.common import emit_json, liveness_on, models, settings
 from edge_app.config import Config
 from edge_app.errors import EdgeAppError
 
@@ -51,12 +51,13 @@ def check_models(args: argparse.Namespace) -> tuple[str, str]:
     names = list(ms.manifest["models"])
     for n in names:
         ms.info(n)  # sha256 against the manifest
-    pipe = ms.pipeline(num_threads=1)
+    pipe = ms.pipeline(num_threads=1, liveness=liveness_on(args))  # fails when liveness is on and its models lack
     from edge_app.vision.runtime import runtime_name
 
     mask = "with" if pipe.mask_classifier is not None else "WITHOUT"
-    return OK, (f"{len(names)} models match MANIFEST.json in {ms.dir}; {ms.embedder} embedder, {mask} mask status; "
-                f"runtime {runtime_name()}")
+    live = "liveness on" if pipe.liveness is not None else "liveness OFF"
+    return OK, (f"{len(names)} models match MANIFEST.json in {ms.dir}; {ms.embedder} embedder, {mask} mask status, "
+                f"{live}; runtime {runtime_name()}")
 
 
 def check_camera(cfg: Config, source_spec: str | None) -> tuple[str, str]:

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from edge_app.cli import EXIT_OK, EXIT_PARTIAL
-from edge_app.cli.common import emit_json, existing_gallery, models, pipeline, policy, progress, say
+from edge_app.cli.common import emit_json, existing_gallery, liveness_on, models, pipeline, policy, progress, say
 from edge_app.enrol import subfolders
 from edge_app.errors import SourceError
 from edge_app.gallery.matcher import Matcher
@@ -35,6 +35,8 @@ def annotate(image: np.ndarray, recs: list[Recognition]) -> np.ndarray:
             label += f" {r.score:.2f}"
         if r.face.masked is not None:
             label += " mask" if r.masked else " no mask"
+        if r.live is False:
+            label += " SPOOF"
         scale = 0.4 * thick
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
         ty = max(th + base, y0 - 2)
@@ -85,7 +87,7 @@ def _line(frame: Frame, multi: bool, r: Recognition) -> str:
     score = "-" if r.score is None else f"{r.score:.3f}"
     box = ",".join(str(round(v)) for v in r.face.detection.box)
     quality = "ok" if r.face.quality.passed else "low:" + ",".join(r.face.quality.reasons)
-    return (f"{where}\t{r.name}\tscore={score}\tmask={r.mask_text}\tbox={box}\tquality={quality}"
+    return (f"{where}\t{r.name}\tscore={score}\tmask={r.mask_text}\tlive={r.live_text}\tbox={box}\tquality={quality}"
             f"\tdecision={'granted' if r.granted else 'refused'}:{r.reason.value}")
 
 
@@ -104,7 +106,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     with existing_gallery(args) as g:  # before the models load: a typo in --db fails at once
         ms = models(args)
         matcher = Matcher.from_gallery(g, ms.embedder_sha)
-    pipe = pipeline(args, ms)
+    pipe = pipeline(args, ms, liveness=liveness_on(args))
     if matcher.stale:
         say(f"warning: {matcher.stale} template(s) in {args.db} were made by another embedder model "
             "and are ignored; re-enrol those persons")
@@ -120,7 +122,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
             total = len(source) // args.every if len(source) else None
             if args.max_frames:
                 total = min(total, args.max_frames) if total else args.max_frames
-            for frame in progress(_frames(source, args.every, args.max_frames), total, "recognize", "frame"):
+            for frame in progress(frames(source, args.every, args.max_frames), total, "recognize", "frame"):
                 recs = rec.recognize(frame.image)
                 n_frames += 1
                 n_faces += len(recs)
@@ -146,7 +148,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
-def _frames(source: FrameSource, every: int, max_frames: int | None) -> Iterator[Frame]:
+def frames(source: FrameSource, every: int, max_frames: int | None) -> Iterator[Frame]:
     n = 0
     for frame in source:
         if frame.index % every:

@@ -10,7 +10,7 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from edge_app.cli import EXIT_OK
-from edge_app.cli.common import models, pipeline, policy, settings
+from edge_app.cli.common import liveness_on, models, pipeline, policy, settings
 from edge_app.config import Config, describe
 from edge_app.daemon import Daemon, default_device_id, pin_factory
 from edge_app.enrol import PhotoStatus, embed_photo_bytes
@@ -107,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"# gallery: {args.db}")
         return EXIT_OK
     ms = models(args)
-    pipe = pipeline(args, ms)
+    pipe = pipeline(args, ms, liveness=liveness_on(args))
     base = policy(args, ms)
     # The door decides require_mask through the access policy (with its reason code), not the recognizer.
     rec_policy = replace(base, require_mask=False)

@@ -11,6 +11,7 @@ from edge_app.vision.align import ChipGeometry, align
 from edge_app.vision.cascade import FaceCascade
 from edge_app.vision.detector import Detection, FaceDetector
 from edge_app.vision.embedder import FaceEmbedder
+from edge_app.vision.liveness import LivenessChecker
 from edge_app.vision.mask import MaskClassifier
 from edge_app.vision.quality import Quality, QualityConfig, assess
 
@@ -23,6 +24,7 @@ class Face:
     embedding: np.ndarray | None = field(repr=False)  # None when the face was not embedded
     mask_probability: float | None = None  # None when the pipeline has no mask classifier
     masked: bool | None = None  # mask_probability >= the pipeline's mask threshold
+    live_probability: float | None = None  # p(live) of the anti-spoofing check; None: not checked
 
 
 @dataclass
@@ -34,6 +36,7 @@ class StageTimes:
     quality: list[float] = field(default_factory=list)
     mask: list[float] = field(default_factory=list)
     embed: list[float] = field(default_factory=list)
+    liveness: list[float] = field(default_factory=list)
     total: list[float] = field(default_factory=list)
 
 
@@ -41,7 +44,8 @@ class Pipeline:
     def __init__(self, detector: FaceDetector | FaceCascade, embedder: FaceEmbedder, geometry: ChipGeometry,
                  quality: QualityConfig | None = None, eyes_only: bool = False,
                  embed_low_quality: bool = True, mask_classifier: MaskClassifier | None = None,
-                 mask_threshold: float = 0.5, mask_geometry: ChipGeometry | None = None) -> None:
+                 mask_threshold: float = 0.5, mask_geometry: ChipGeometry | None = None,
+                 liveness: LivenessChecker | None = None) -> None:
         if embedder.chip_size != geometry.size:
             raise ValueError(f"embedder takes {embedder.chip_size}px chips, geometry is {geometry.size}px")
         self.detector = detector
@@ -60,6 +64,8 @@ class Pipeline:
         if not 0.0 < mask_threshold < 1.0:
             raise ValueError(f"mask threshold is a probability in (0, 1), got {mask_threshold}")
         self.mask_threshold = mask_threshold
+        # Checked on the faces that are embedded (the ones that can vote), from the full frame's context.
+        self.liveness = liveness
         self.times: StageTimes | None = None
 
     def process(self, frame: np.ndarray, max_faces: int | None = None) -> list[Face]:
@@ -71,7 +77,7 @@ class Pipeline:
         if max_faces is not None:
             detections = detections[:max_faces]
         faces = []
-        t_align = t_quality = t_mask = t_embed = 0.0
+        t_align = t_quality = t_mask = t_embed = t_live = 0.0
         for det in detections:
             a = time.perf_counter()
             # The mask classifier was trained on eyes-aligned chips; a masked face is also embedded
@@ -96,18 +102,23 @@ class Pipeline:
             d = time.perf_counter()
             q = assess(chip, det.keypoints, self.quality)
             e = time.perf_counter()
-            emb = self.embedder.embed(chip) if (q.passed or self.embed_low_quality) else None
+            use = q.passed or self.embed_low_quality
+            emb = self.embedder.embed(chip) if use else None
             f = time.perf_counter()
+            p_live = self.liveness.probability(frame, det.box) if (use and self.liveness is not None) else None
+            g = time.perf_counter()
             t_align += (b - a) + (d - c)
             t_mask += c - b
             t_quality += e - d
             t_embed += f - e
-            faces.append(Face(det, q, chip, emb, p_mask, masked))
+            t_live += g - f
+            faces.append(Face(det, q, chip, emb, p_mask, masked, p_live))
         if self.times is not None:
             self.times.detect.append((t1 - t0) * 1e3)
             self.times.align.append(t_align * 1e3)
             self.times.quality.append(t_quality * 1e3)
             self.times.mask.append(t_mask * 1e3)
             self.times.embed.append(t_embed * 1e3)
+            self.times.liveness.append(t_live * 1e3)
             self.times.total.append((time.perf_counter() - t0) * 1e3)
         return faces

@@ -1,5 +1,5 @@
-"""Full-integer TFLite conversion settings shared by the build scripts (dlib ResNet, SFace trial,
-mask classifier): int8 weights and activations, raw uint8 pixels in."""
+"""TFLite conversion settings shared by the build scripts (dlib ResNet, SFace, MiniFASNet, mask classifier):
+full int8 (int8 weights and activations, raw uint8 pixels in), and SavedModel -> TFLite at a chosen precision."""
 
 from __future__ import annotations
 
@@ -27,3 +27,23 @@ def full_int8(conv: Any, dataset: Callable[[], Iterator[list[np.ndarray]]], outp
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.uint8
     conv.inference_output_type = output_type
+
+
+def saved_model_to_tflite(saved_model: Any, precision: str, calib: Iterable[np.ndarray] | None = None) -> bytes:
+    """A SavedModel (from onnx2tf) as TFLite. precision: "float32", "fp16" (fp16 weights), "dynamic" (int8
+    weights, float activations) or "int8" (full, uint8 input, float output, calibrated on ``calib``)."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    if precision == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif precision == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif precision == "int8":
+        if calib is None:
+            raise ValueError("int8 needs calibration images")
+        full_int8(conv, samples(calib), tf.float32)
+    elif precision != "float32":
+        raise ValueError(f"unknown precision {precision!r}")
+    return bytes(conv.convert())

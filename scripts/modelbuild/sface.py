@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .quant import full_int8, samples
+from .quant import saved_model_to_tflite
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +77,7 @@ def _resize(chip: np.ndarray, size: int) -> np.ndarray:
 
 def to_tflite(saved_model: Path, precision: str, calib: np.ndarray | None = None) -> bytes:
     """precision: "float32", "dynamic" (int8 weights, float activations) or "int8" (full, uint8 input)."""
-    import tensorflow as tf
-
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    if precision == "dynamic":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    if precision == "int8":
-        if calib is None:
-            raise ValueError("int8 needs calibration chips")
-        full_int8(conv, samples(calib), tf.float32)
-    return bytes(conv.convert())
+    return saved_model_to_tflite(saved_model, precision, calib)
 
 
 def median_ms(model: Any, chip: np.ndarray, runs: int = 50) -> float:

@@ -129,3 +129,21 @@ password_file = "{password}"
     rows = {c["check"]: c for c in json.loads(out)["checks"]}
     assert code == EXIT_ERROR and rows["mqtt"]["status"] == "fail" and "certificate verify failed" in \
         rows["mqtt"]["detail"]
+
+
+def test_models_check_fails_when_liveness_is_on_and_its_networks_are_missing(tmp_path, capsys):
+    models = tmp_path / "models"
+    shutil.copytree(default_models_dir(), models)
+    manifest = json.loads((models / "MANIFEST.json").read_text())
+    del manifest["models"]["liveness_v1se"]
+    (models / "MANIFEST.json").write_text(json.dumps(manifest))
+    cfg = tmp_path / "kiosk.toml"
+    cfg.write_text(f'[models]\ndir = "{models}"\n')
+    code, out = run(capsys, "doctor", "--config", str(cfg), "--json", "--skip", "camera,gpio,mqtt,sqlite,clock,disk")
+    rows = {c["check"]: c for c in json.loads(out)["checks"]}
+    assert code == EXIT_ERROR and rows["models"]["status"] == "fail"
+    assert "liveness needs liveness_v2, liveness_v1se" in rows["models"]["detail"]
+    cfg.write_text(f'[models]\ndir = "{models}"\n[liveness]\nenabled = false\n')
+    code, out = run(capsys, "doctor", "--config", str(cfg), "--json", "--skip", "camera,gpio,mqtt,sqlite,clock,disk")
+    rows = {c["check"]: c for c in json.loads(out)["checks"]}
+    assert code == EXIT_OK and "liveness OFF" in rows["models"]["detail"]

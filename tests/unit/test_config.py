@@ -163,7 +163,7 @@ def test_unknown_section_suggests_closest():
 
 def test_unknown_section_without_close_match_lists_known():
     _raises("[xyzzy]\n", "[xyzzy]: unknown section, known: [access], [camera], [device], [door], [events], [gallery], "
-                          "[models], [mqtt], [recognition]")
+                          "[liveness], [models], [mqtt], [recognition]")
 
 
 def test_unknown_key_suggests_closest():
@@ -176,13 +176,13 @@ def test_unknown_key_without_close_match_lists_known():
 
 
 def test_top_level_key_says_which_section_it_belongs_in():
-    _raises("threshold = 0.9", "threshold: a top-level key is not allowed, it belongs in [recognition]")
+    _raises("threshold = 0.9", "threshold: a top-level key is not allowed, it belongs in [recognition] or [liveness]")
 
 
 def test_top_level_unknown_key_lists_sections():
     _raises("foo = 1", "foo: a top-level key is not allowed, "
                        "settings belong in a section: [access], [camera], [device], [door], [events], "
-                       "[gallery], [models], [mqtt], [recognition]")
+                       "[gallery], [liveness], [models], [mqtt], [recognition]")
 
 
 @pytest.mark.parametrize(("text", "found"), [("recognition = 3", "3"), ("[[recognition]]", "an array")])
@@ -300,7 +300,8 @@ def test_errors_in_a_loaded_file_name_that_file(tmp_path):
 
 def test_describe_omits_none_and_shows_values():
     text = describe(DEFAULT)
-    assert "threshold" not in text and "path" not in text and "dir" not in text
+    recognition = text.split("[recognition]\n", 1)[1].split("\n[", 1)[0]
+    assert "threshold" not in recognition and "path" not in text and "dir" not in text
     assert "[recognition]\n" in text and 'detector = "short"' in text and "require_mask = false" in text
     assert "[gallery]\n" in text and "[models]\n" in text
 

@@ -1,0 +1,68 @@
+"""`edge-app recognize` with liveness, and `edge-app liveness-check`, on real images and real models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge_app.cli import EXIT_ERROR, EXIT_OK, main
+from tests.conftest import DATA
+
+SAMPLES = DATA.parent / "reference" / "minifasnet" / "sample"
+
+
+def run(capsys, *argv):  # type: ignore[no-untyped-def]
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    path = tmp_path / "gallery.db"
+    monkeypatch.setenv("EDGE_APP_GALLERY", str(path))
+    return path
+
+
+def test_recognize_prints_live_and_json_carries_the_probability(db, faces_dev, capsys):  # type: ignore[no-untyped-def]
+    assert run(capsys, "enroll", "--name", "Barack Obama", str(faces_dev / "obama.jpg"))[0] == EXIT_OK
+    code, out, _ = run(capsys, "recognize", str(faces_dev / "obama2.jpg"))
+    assert code == EXIT_OK
+    assert "\tBarack Obama\t" in out and "\tlive=yes(" in out and out.strip().endswith("decision=granted:match")
+    code, out, _ = run(capsys, "recognize", str(SAMPLES / "image_F1.jpg"), "--json")
+    face = json.loads(out)["faces"][0]
+    assert face["live"]["live"] is False and 0 <= face["live"]["probability"] < face["live"]["threshold"]
+    code, out, _ = run(capsys, "recognize", str(faces_dev / "obama2.jpg"), "--no-liveness")
+    assert "\tlive=n/a\t" in out
+
+
+def test_a_recognised_spoof_is_reported_refused_with_reason_spoof(db, capsys):  # type: ignore[no-untyped-def]
+    # The upstream samples show one person: enrolled from the real capture, their replayed photo is recognised
+    # as them and refused only because it is not live.
+    assert run(capsys, "enroll", "--name", "Sample", str(SAMPLES / "image_T1.jpg"))[0] == EXIT_OK
+    _, out, _ = run(capsys, "recognize", str(SAMPLES / "image_F2.jpg"))
+    assert "\tSample\t" in out and "\tlive=no(0." in out and out.strip().endswith("decision=refused:spoof")
+    _, out, _ = run(capsys, "recognize", str(SAMPLES / "image_T1.jpg"))
+    assert "\tSample\t" in out and "\tlive=yes(0." in out and out.strip().endswith("decision=granted:match")
+
+
+def test_liveness_check_scores_every_face_of_images_and_a_folder(capsys):  # type: ignore[no-untyped-def]
+    code, out, err = run(capsys, "liveness-check", "--source", str(SAMPLES))
+    assert code == EXIT_OK
+    lines = {line.split("\t")[0].rsplit("/", 1)[-1]: line for line in out.splitlines()}
+    assert "\tlive=yes(" in lines["image_T1.jpg"]
+    assert "\tlive=no(" in lines["image_F1.jpg"] and "\tlive=no(" in lines["image_F2.jpg"]
+    assert "v2=" in lines["image_T1.jpg"] and "v1se=" in lines["image_T1.jpg"]
+    assert "3 face(s): 1 judged live" in err
+    code, out, _ = run(capsys, "liveness-check", "--source", str(SAMPLES / "image_T1.jpg"), "--json")
+    rec = json.loads(out)
+    assert rec["live"] is True and set(rec["networks"]) == {"liveness_v2", "liveness_v1se"}
+
+
+def test_liveness_check_bad_source_and_threshold_are_named(tmp_path, capsys):  # type: ignore[no-untyped-def]
+    code, _, err = run(capsys, "liveness-check", "--source", str(tmp_path / "nope.jpg"))
+    assert code == EXIT_ERROR and "no such file or folder" in err and "nope.jpg" in err
+    with pytest.raises(SystemExit):
+        main(["liveness-check", "--threshold", "1.5"])
+    assert "a probability in (0, 1), got 1.5" in capsys.readouterr().err
