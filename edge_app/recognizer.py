@@ -41,6 +41,10 @@ class RecognitionPolicy:
     margin: float = 0.0  # best person minus second-best person, at least (unmasked probes)
     masked_margin: float = 0.0  # the same for masked probes
     live_threshold: float = LIVE_THRESHOLD  # p(live) at which a checked face counts as live
+    # Whether one frame's liveness verdict decides (reason SPOOF). The door decides liveness over its vote
+    # window instead (access/tracker.py), and a photo file is never live, so `recognize` only reports it
+    # unless asked (--require-live).
+    require_live: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.live_threshold < 1.0:
@@ -71,6 +75,7 @@ class Recognition:
     runner_up: float | None = None  # score of the second-best person (None: fewer than two persons)
     margin: float = 0.0  # the margin that applied: plain or masked
     live_threshold: float = LIVE_THRESHOLD
+    require_live: bool = False
 
     @property
     def masked(self) -> bool:
@@ -101,7 +106,7 @@ class Recognition:
             return Reason.LOW_QUALITY
         if not self.known:
             return Reason.UNKNOWN
-        if self.live is False:
+        if self.require_live and self.live is False:
             return Reason.SPOOF
         if self.require_mask and not self.masked:
             return Reason.NO_MASK
@@ -177,7 +182,7 @@ class Recognizer:
             match = best[0] if best else None
             runner_up = best[1].score if len(best) > 1 else None
         return Recognition(face, match, threshold, self.policy.require_mask, runner_up, margin,
-                           self.policy.live_threshold)
+                           self.policy.live_threshold, self.policy.require_live)
 
     def recognize(self, frame: np.ndarray, max_faces: int | None = None) -> list[Recognition]:
         return [self.match_face(face) for face in self.pipeline.process(frame, max_faces)]

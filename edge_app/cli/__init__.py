@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report recognised faces without a mask as refused (reason no_mask)")
     p.add_argument("--no-liveness", action="store_true",
                    help="skip the anti-spoofing check (default: [liveness] enabled, on)")
+    p.add_argument("--require-live", action="store_true",
+                   help="refuse (reason spoof) a recognised face judged not live in its frame; by default "
+                        "recognize only reports live= (a photo file is never live; the door always decides it)")
     p.add_argument("--annotate", type=Path, metavar="OUT",
                    help="write boxes and names: an image (or folder for a folder input) or a video file")
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -112,7 +113,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
             "and are ignored; re-enrol those persons")
     if not matcher.n_templates:
         say(f"note: gallery {args.db} has no templates; every face will be unknown")
-    rec = Recognizer(pipe, matcher, policy(args, ms))
+    rec = Recognizer(pipe, matcher, replace(policy(args, ms), require_live=bool(args.require_live)))
     source = open_input(args.source, args.recursive)
     video = not isinstance(source, ImageSource)
     annotator = Annotator(args.annotate, source, args.every) if args.annotate else None

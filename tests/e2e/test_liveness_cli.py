@@ -39,10 +39,13 @@ def test_recognize_prints_live_and_json_carries_the_probability(db, faces_dev, c
 
 def test_a_recognised_spoof_is_reported_refused_with_reason_spoof(db, capsys):  # type: ignore[no-untyped-def]
     # The upstream samples show one person: enrolled from the real capture, their replayed photo is recognised
-    # as them and refused only because it is not live.
+    # as them and, with --require-live, refused only because it is not live.
     assert run(capsys, "enroll", "--name", "Sample", str(SAMPLES / "image_T1.jpg"))[0] == EXIT_OK
-    _, out, _ = run(capsys, "recognize", str(SAMPLES / "image_F2.jpg"))
+    _, out, _ = run(capsys, "recognize", str(SAMPLES / "image_F2.jpg"), "--require-live")
     assert "\tSample\t" in out and "\tlive=no(0." in out and out.strip().endswith("decision=refused:spoof")
+    # Without it, recognize reports the verdict and decides on identity (a photo file is never live).
+    _, out, _ = run(capsys, "recognize", str(SAMPLES / "image_F2.jpg"))
+    assert "\tlive=no(0." in out and out.strip().endswith("decision=granted:match")
     _, out, _ = run(capsys, "recognize", str(SAMPLES / "image_T1.jpg"))
     assert "\tSample\t" in out and "\tlive=yes(0." in out and out.strip().endswith("decision=granted:match")
 
