@@ -11,7 +11,7 @@ PORTRAITS = ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"]
 def test_anchor_counts_match_the_models(pipeline):
     assert len(ssd_anchors(128)) == 896
     assert len(ssd_anchors(192)) == 2304
-    assert pipeline.detector.anchors.shape == (896, 2)
+    assert pipeline.detector.near.anchors.shape == (896, 2)
     assert ((ssd_anchors(128) > 0) & (ssd_anchors(128) < 1)).all()
 
 

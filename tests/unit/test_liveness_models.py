@@ -51,14 +51,15 @@ def test_real_portraits_of_faces_dev_are_live(live_pipeline, rgb) -> None:  # ty
 
 def test_real_masked_faces_are_not_taken_for_attacks(live_pipeline) -> None:  # type: ignore[no-untyped-def]
     """Masks must not look like attacks: every real masked photo (tight 160x160 crops, as they are) in which
-    the detector finds a face. Measured BPCER at the shipped threshold: 6.7 % (docs/liveness.md); this bound
-    fails if a change makes masked faces look more like attacks."""
+    the detector finds a face. Measured BPCER at the shipped threshold: 6.7 % of 105 with the single-pass
+    detector, 9.0 % of 167 with the cascade, which also finds the harder (more occluded, blurred) faces
+    (docs/liveness.md); this bound fails if a change makes masked faces look more like attacks."""
     files = sorted((DATA / "real-masked-dev").glob("*/masked/*.jpg"))
     assert len(files) >= 150, f"real masked photos not found under {DATA / 'real-masked-dev'}"
     scores = [p for p in (_p_live(live_pipeline, read_image(f)) for f in files) if p is not None]
     assert len(scores) >= 100
     refused = sum(p < THRESHOLD for p in scores)
-    assert refused <= 0.08 * len(scores), (refused, len(scores), sorted(scores)[:8])
+    assert refused <= 0.10 * len(scores), (refused, len(scores), sorted(scores)[:8])
     assert float(np.median(scores)) >= 0.9  # most are judged live with a wide margin
 
 
