@@ -8,7 +8,8 @@ Topics (``<prefix>/<device>/...``):
   one message at a time and deletes it only when its PUBACK arrived, so messages survive a broker or
   network outage (and a reboot) and reach the broker in ``seq`` order.
 * ``state``: retained JSON from publish_state(); the latest replaces the previous, re-sent on every connect.
-* ``cmd`` and ``group/<g>/cmd`` (QoS 1) go to ``on_command(topic, payload)``; publish_result() answers on
+* ``cmd`` and ``group/<g>/cmd`` (QoS 1) go to ``on_command(topic, payload)``, except retained messages,
+  which are dropped (logged): a retained command would run again on every reconnect; publish_result() answers on
   ``cmd/result`` (QoS 1, directly, not through the outbox: a result only matters to an issuer that is
   waiting for it now, and a command only arrives while connected. Results produced while the link is
   down wait in memory, at most ``MAX_PENDING_RESULTS``, and are lost on a restart.)
@@ -31,6 +32,7 @@ import collections
 import json
 import logging
 import math
+import secrets
 import sqlite3
 import ssl
 import sys
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 _paho_log = logging.getLogger(__name__ + ".paho")
 
 POLL_S: Final = 1.0  # the worker looks at the outbox at least this often, wake() or not
-MAX_PENDING_RESULTS: Final = 100
+MAX_PENDING_RESULTS: Final = 1000  # above the control plane's queue: a burst of answers is not cut
 MAX_PAHO_QUEUE: Final = 1000  # a guard: the worker never has more than a handful of messages in paho
 OFFLINE_WAIT_S: Final = 2.0  # how long stop() waits for the broker to acknowledge "offline"
 
@@ -84,7 +86,7 @@ class MqttSettings:
     keepalive: int = 30
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
-    client_id: str | None = None  # default "edge-app-<device_id>"
+    client_id: str | None = None  # default "edge-app-<device_id>-<8 random hex>", new each start of edge-app
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host.strip() or any(c.isspace() for c in self.host):
@@ -155,7 +157,10 @@ class MqttLink:
         self._started = False
         self._worker = threading.Thread(target=self._run, name="mqtt-outbox", daemon=True)
 
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id or f"edge-app-{s.device_id}",
+        # A random suffix per boot: a predictable id lets any client of the broker kick the kiosk off by
+        # connecting with it (MQTT drops the older session of a client id).
+        self.client_id = s.client_id or f"edge-app-{s.device_id}-{secrets.token_hex(4)}"
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         clean_session=True, protocol=MQTTProtocolVersion.MQTTv311)
         # Clean session: commands sent while we were away are not replayed (they would be stale anyway).
         c.on_log = self._on_log
@@ -303,6 +308,12 @@ class MqttLink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: MQTTMessage) -> None:
         if self.on_command is None:
+            return
+        if message.retain:
+            # A retained command is a stale one replayed on every (re)connect: a retained UNLOCK on the
+            # Home Assistant topic would open the door each time. Commands are never retained.
+            log.warning("ignored a retained message on %s (%d bytes): commands must not be retained; clear it "
+                        "with an empty retained message", message.topic, len(message.payload))
             return
         try:
             self.on_command(message.topic, bytes(message.payload))
