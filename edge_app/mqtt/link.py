@@ -142,6 +142,7 @@ class MqttLink:
         self.on_command = on_command
         self.stop_event = stop or threading.Event()
         self.sent = 0  # outbox messages acknowledged by the broker
+        self.retained_ignored = 0  # retained messages on the command topics, dropped
         self._wake = threading.Event()
         self._connected = threading.Event()
         self._lock = threading.Lock()
@@ -310,6 +311,7 @@ class MqttLink:
         if self.on_command is None:
             return
         if message.retain:
+            self.retained_ignored += 1
             # A retained command is a stale one replayed on every (re)connect: a retained UNLOCK on the
             # Home Assistant topic would open the door each time. Commands are never retained.
             log.warning("ignored a retained message on %s (%d bytes): commands must not be retained; clear it "
