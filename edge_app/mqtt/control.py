@@ -1,8 +1,8 @@
 """The daemon's MQTT side: events into the outbox, state, and admin commands run on the daemon's
 own thread (SQLite and the matcher live there), with their results.
 
-paho delivers commands on its network thread. There each one gets every check that needs no storage
-(size, envelope, key, signature, payload, target, time: ``CommandVerifier.check``), so junk is
+The link delivers commands on its own thread (not the daemon's). There each one gets every check that
+needs no storage (size, envelope, key, signature, payload, target, time: ``CommandVerifier.check``), so junk is
 refused before it takes a place in the queue, and its refusals are answered at most
 ``JUNK_ANSWERS_PER_S`` a second (a flood must not become a flood of results). A signed command waits
 in a queue of ``MAX_QUEUED`` until the daemon loop calls ``poll()``; when that queue is full it is
@@ -97,7 +97,7 @@ class ControlPlane:
         self._version: int | None = None  # the last gallery version read on the daemon's thread
         self.counts: collections.Counter[str] = collections.Counter()  # what happened to commands, for tests/stats
 
-    # --- paho's thread: nothing here touches SQLite ----------------------------------------------
+    # --- the link's thread: nothing here touches SQLite ---------------------------------------------
 
     def on_command(self, topic: str, payload: bytes) -> None:
         if self.ha_unlock_topic and topic == self.ha_unlock_topic:

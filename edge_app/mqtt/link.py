@@ -1,4 +1,4 @@
-"""The MQTT link: one paho client, its network thread and an "mqtt-outbox" worker.
+"""The MQTT link: one paho client, its network thread, an "mqtt-commands" thread and an "mqtt-outbox" worker.
 
 Topics (``<prefix>/<device>/...``):
 
@@ -60,6 +60,10 @@ POLL_S: Final = 1.0  # the worker looks at the outbox at least this often, wake(
 MAX_PENDING_RESULTS: Final = 1000  # above the control plane's queue: a burst of answers is not cut
 MAX_PAHO_QUEUE: Final = 1000  # a guard: the worker never has more than a handful of messages in paho
 OFFLINE_WAIT_S: Final = 2.0  # how long stop() waits for the broker to acknowledge "offline"
+# Commands wait here for on_command; past either bound paho's thread runs on_command itself (slower
+# reading pushes back on the broker), so nothing is dropped on our side.
+MAX_INTAKE: Final = 10_000
+MAX_INTAKE_BYTES: Final = 32 * 1024 * 1024
 
 
 def _check_segment(field: str, value: object) -> None:
@@ -127,7 +131,8 @@ class MqttSettings:
 class MqttLink:
     """Connects in the background and keeps reconnecting; see the module docstring for the contract.
 
-    ``on_command`` runs on paho's network thread: hand the work off quickly. stop() sets ``stop``,
+    ``on_command`` runs on the link's "mqtt-commands" thread (or, while that is MAX_INTAKE behind, on
+    paho's network thread): hand the work off quickly. stop() sets ``stop``,
     which may be shared with the daemon, as the other threads of edge-app do."""
 
     def __init__(self, settings: MqttSettings, gallery_path: Path,
@@ -157,6 +162,12 @@ class MqttLink:
         self._last_problem = ""
         self._started = False
         self._worker = threading.Thread(target=self._run, name="mqtt-outbox", daemon=True)
+        # paho's thread only queues commands: a broker keeps at most ~1000 messages for a slow client and
+        # drops the rest, so a flood must be read off the socket faster than it is checked.
+        self._intake: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._intake_bytes = 0
+        self._intake_ready = threading.Condition(threading.Lock())
+        self._intaker = threading.Thread(target=self._run_intake, name="mqtt-commands", daemon=True)
 
         # A random suffix per boot: a predictable id lets any client of the broker kick the kiosk off by
         # connecting with it (MQTT drops the older session of a client id).
@@ -204,6 +215,8 @@ class MqttLink:
         self._client.connect_async(s.host, s.port, keepalive=s.keepalive)
         self._client.loop_start()  # retries the first connection too, with the reconnect backoff
         self._worker.start()
+        if self.on_command is not None:
+            self._intaker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Publish the retained "offline", disconnect and join the threads, within `timeout` seconds."""
@@ -212,8 +225,11 @@ class MqttLink:
         self._wake.set()
         if not self._started:
             return
-        if self._worker.is_alive():
-            self._worker.join(max(0.0, deadline - time.monotonic()))
+        with self._intake_ready:
+            self._intake_ready.notify_all()
+        for thread in (self._worker, self._intaker):
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
         if self._connected.is_set():
             try:
                 info = self._client.publish(self.topic("status"), b"offline", qos=1, retain=True)
@@ -317,10 +333,32 @@ class MqttLink:
             log.warning("ignored a retained message on %s (%d bytes): commands must not be retained; clear it "
                         "with an empty retained message", message.topic, len(message.payload))
             return
+        payload = bytes(message.payload)
+        with self._intake_ready:
+            if len(self._intake) < MAX_INTAKE and self._intake_bytes + len(payload) <= MAX_INTAKE_BYTES:
+                self._intake.append((message.topic, payload))
+                self._intake_bytes += len(payload)
+                self._intake_ready.notify()
+                return
+        self._deliver(message.topic, payload)  # full: on this thread, which slows the reading
+
+    def _deliver(self, topic: str, payload: bytes) -> None:
+        assert self.on_command is not None
         try:
-            self.on_command(message.topic, bytes(message.payload))
-        except Exception:  # an exception escaping a callback would end paho's network thread
-            log.exception("on_command failed for a message on %s", message.topic)
+            self.on_command(topic, payload)
+        except Exception:  # an exception escaping would end the thread that called it
+            log.exception("on_command failed for a message on %s", topic)
+
+    def _run_intake(self) -> None:
+        while True:
+            with self._intake_ready:
+                while not self._intake and not self.stop_event.is_set():
+                    self._intake_ready.wait(POLL_S)
+                if self.stop_event.is_set():
+                    return
+                topic, payload = self._intake.popleft()
+                self._intake_bytes -= len(payload)
+            self._deliver(topic, payload)
 
     def _problem(self, level: int, text: str) -> None:
         # Said once at its level, then at debug: the retries would otherwise repeat it every backoff.
