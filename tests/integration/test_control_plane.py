@@ -83,19 +83,6 @@ class Kiosk:
         self.door.close()
 
 
-@pytest.fixture
-def witnesses() -> Iterator[Callable[..., Witness]]:
-    made: list[Witness] = []
-
-    def make(*args: Any, **kw: Any) -> Witness:
-        made.append(Witness(*args, **kw))
-        return made[-1]
-
-    yield make
-    for w in made:
-        w.close()
-
-
 @pytest.fixture(scope="module")
 def admin() -> Ed25519PrivateKey:
     return generate_keypair()[0]
