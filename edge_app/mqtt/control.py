@@ -39,6 +39,7 @@ CHANGES_GALLERY = frozenset({"gallery.upsert", "gallery.delete", "gallery.replac
 MAX_QUEUED: Final = 100  # signed commands waiting for the loop; more are answered "busy"
 MAX_HA_QUEUED: Final = 4  # Home Assistant button presses waiting for the loop; more are dropped (and logged)
 JUNK_ANSWERS_PER_S: Final = 10  # answers to unsigned junk (bad envelope, key, signature); the rest only counted
+RECENT_IDS: Final = 10_000  # ids queued lately: a captured command replayed in a loop must not fill the queue
 HA_REFUSALS_AUDITED_PER_MIN: Final = 6  # refused HA unlocks stored as events; the rest counted in the next one
 STORAGE_ERRORS = (GalleryError, sqlite3.Error, OSError)
 
@@ -95,6 +96,8 @@ class ControlPlane:
         self._ha_audits = RateLimit(HA_REFUSALS_AUDITED_PER_MIN, 60.0)
         self._junk_answers = RateLimit(JUNK_ANSWERS_PER_S, 1.0)
         self._version: int | None = None  # the last gallery version read on the daemon's thread
+        self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._recent_lock = threading.Lock()
         self.counts: collections.Counter[str] = collections.Counter()  # what happened to commands, for tests/stats
 
     # --- the link's thread: nothing here touches SQLite ---------------------------------------------
@@ -112,10 +115,19 @@ class ControlPlane:
         except CommandRejected as exc:
             self._refuse_early(topic, exc)
             return
+        with self._recent_lock:
+            seen = cmd.id in self._recent
+            self._recent[cmd.id] = None
+            if len(self._recent) > RECENT_IDS:
+                self._recent.popitem(last=False)
+        if seen:  # the daemon's check (in SQLite) would refuse it too, after a wait in the queue
+            self._refuse_early(topic, CommandRejected("replayed", f"command {cmd.id} was already received", cmd.id))
+            return
         try:
             self._inbox.put_nowait(cmd)
             self.counts["queued"] += 1
         except queue.Full:
+            self._unspent(cmd.id)
             self.counts["busy"] += 1
             log.warning("command queue full (%d): answered %s %s busy", MAX_QUEUED, cmd.type, cmd.id)
             self._answer(cmd.id, cmd.type, False, error={
@@ -202,6 +214,8 @@ class ControlPlane:
             result = self.handler.handle(cmd.type, cmd.args)
         except CommandRejected as exc:
             self.counts["refused"] += 1
+            if exc.reason != "replayed":
+                self._unspent(cmd.id)
             log.warning("command refused: %s", exc)
             self._answer(exc.command_id, cmd.type, False, error={"reason": exc.reason, "message": _message(exc)})
             return False
@@ -212,11 +226,13 @@ class ControlPlane:
             return False
         except STORAGE_ERRORS as exc:  # a full or broken disk: the daemon lives on, the admin hears why
             self.counts["storage"] += 1
+            self._unspent(cmd.id)
             log.error("command %s %s failed on storage: %s", cmd.type, cmd.id, exc)
             self._answer(cmd.id, cmd.type, False, error={"reason": "storage", "message": str(exc)[:300]})
             return False
         except Exception as exc:  # a bug must not stop the door either
             self.counts["internal"] += 1
+            self._unspent(cmd.id)
             log.exception("command %s %s failed", cmd.type, cmd.id)
             self._answer(cmd.id, cmd.type, False, error={"reason": "internal",
                                                          "message": f"{type(exc).__name__}: {str(exc)[:200]}"})
@@ -228,6 +244,11 @@ class ControlPlane:
         self._refresh_version()
         self._answer(cmd.id, cmd.type, True, result=result)
         return cmd.type in CHANGES_GALLERY
+
+    def _unspent(self, command_id: str) -> None:
+        """Not run, and its id perhaps not stored: the same command may come again (SQLite has the last word)."""
+        with self._recent_lock:
+            self._recent.pop(command_id, None)
 
     def _refresh_version(self) -> None:
         try:

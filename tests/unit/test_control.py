@@ -168,3 +168,15 @@ def test_ha_unlock_is_rate_limited_and_each_one_audited(tmp_path, admin):
         assert len(unlocked) == 2
         assert [r for r, _ in ha_events(g)] == ["ha_unlock", "ha_unlock_refused", "ha_unlock", "ha_unlock_refused"]
         assert [d.get("why") for _, d in ha_events(g)] == [None, "rate_limited", None, "rate_limited"]
+
+
+def test_a_replayed_command_is_answered_at_once_and_takes_no_queue_slot(tmp_path, admin):
+    with Gallery(tmp_path / "g.db") as g:
+        control, link = plane(g, admin)
+        raw = sign_command(admin, type="ping", args={}, target=DEVICE, command_id="captured-01")
+        for _ in range(3):
+            control.on_command(f"edge-app/{DEVICE}/cmd", raw)
+        assert control.counts["queued"] == 1
+        assert [(r["id"], r["error"]["reason"]) for r in link.results] == [("captured-01", "replayed")] * 2
+        control.poll()
+        assert link.results[-1]["ok"] is True and len(link.results) == 3
