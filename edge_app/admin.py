@@ -4,8 +4,10 @@ a group of kiosks or the whole fleet, and their results.
     edge-admin keygen --out admin.key
     edge-admin enrol --name "Ana Lima" photo1.jpg photo2.jpg --out ana.json
     edge-admin --broker mqtt.example.org --key admin.key push ana.json --device front-door
+    (the connection options go before or after the command)
     edge-admin --broker ... --key admin.key push-photos --name Ana photo.jpg --group lobby
     edge-admin --broker ... --key admin.key remove "Ana Lima" --device front-door
+    edge-admin --broker ... --key admin.key replace gallery.json --device front-door   (edge-app gallery export)
     edge-admin --broker ... --key admin.key list|ping --device front-door
     edge-admin --broker ... --key admin.key unlock --device front-door [--seconds 5]
 
@@ -181,6 +183,9 @@ class Fleet:
 
 
 def _target(args: argparse.Namespace) -> tuple[str, int | None]:
+    given = [o for o, v in (("--device", args.device), ("--group", args.group), ("--all", args.all)) if v]
+    if len(given) > 1:  # argparse only sees a conflict on one side of the subcommand
+        raise EdgeAppError(f"give one of --device, --group, --all, not {' and '.join(given)}")
     if args.device:
         return args.device, 1
     if args.group:
@@ -220,15 +225,70 @@ def remote(type_: str, build: Any) -> Any:
 
 
 def _push_args(args: argparse.Namespace) -> dict[str, Any]:
-    try:
-        doc = json.loads(args.file.read_text())
-    except FileNotFoundError:
-        raise EdgeAppError(f"no such file: {args.file}") from None
-    except ValueError as exc:
-        raise EdgeAppError(f"{args.file}: not JSON ({exc})") from None
+    doc = _read_json(args.file)
     if not isinstance(doc, dict) or "name" not in doc:
         raise EdgeAppError(f"{args.file}: not an enrolment file (make one with `edge-admin enrol`)")
     return doc
+
+
+# What gallery.replace takes of each exported person (created_at/updated_at are the kiosk's to set).
+REPLACE_FIELDS = ("name", "active", "valid_from", "valid_until", "schedule", "note")
+
+
+def _replace_args(args: argparse.Namespace) -> dict[str, Any]:
+    """`edge-app gallery export` JSON -> gallery.replace arguments: templates regrouped per person into
+    {"model_sha", "dim", "plain", "masked"}, which the export lists one by one."""
+    from edge_app.gallery.store import EXPORT_FORMAT
+    from edge_app.mqtt.security import DEFAULT_MAX_BYTES
+
+    doc = _read_json(args.file)
+    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT or not isinstance(doc.get("persons"), list):
+        raise EdgeAppError(f"{args.file}: not a gallery export (format {EXPORT_FORMAT!r}; make one with "
+                           "`edge-app gallery export`)")
+    persons = []
+    shas: set[str] = set()
+    for i, p in enumerate(doc["persons"]):
+        where = f"{args.file}: persons[{i}]"
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str):
+            raise EdgeAppError(f"{where}: not a person object with a name")
+        person = {k: p[k] for k in REPLACE_FIELDS if k in p}
+        templates = p.get("templates") or []
+        if not isinstance(templates, list):
+            raise EdgeAppError(f"{where} ({p['name']}): 'templates' is not a list")
+        if templates:
+            group: dict[str, Any] = {"plain": [], "masked": []}
+            for j, t in enumerate(templates):
+                if not isinstance(t, dict) or not all(k in t for k in ("model_sha", "dim", "embedding")):
+                    raise EdgeAppError(f"{where} ({p['name']}) templates[{j}]: needs model_sha, dim and embedding")
+                shas.add(str(t["model_sha"]))
+                group.update(model_sha=t["model_sha"], dim=t["dim"])
+                group["masked" if t.get("masked") else "plain"].append(t["embedding"])
+            person["templates"] = group
+        persons.append(person)
+    if len(shas) > 1:  # the kiosk takes one embedder's templates; mixing would be refused person by person
+        raise EdgeAppError(f"{args.file}: templates of {len(shas)} embedders ({', '.join(sorted(s[:12] for s in shas))}"
+                           "); re-enrol on one embedder before replacing a kiosk's gallery")
+    version = args.gallery_version if args.gallery_version is not None else doc.get("gallery_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise EdgeAppError(f"{args.file}: no integer gallery_version; give --gallery-version N")
+    payload = {"version": version, "persons": persons}
+    size = len(json.dumps(payload))
+    if size > DEFAULT_MAX_BYTES * 0.7:  # base64 in the signed envelope adds a third
+        raise EdgeAppError(f"{args.file}: {len(persons)} persons make a {size / 2**20:.1f} MiB command; a kiosk "
+                           f"accepts {DEFAULT_MAX_BYTES / 2**20:.0f} MiB signed (about "
+                           f"{DEFAULT_MAX_BYTES * 0.7 / 2**20:.1f} MiB of gallery): push persons one by one instead")
+    return payload
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EdgeAppError(f"no such file: {path}") from None
+    except OSError as exc:
+        raise EdgeAppError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise EdgeAppError(f"{path}: not JSON ({exc})") from None
 
 
 def _photo_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -241,27 +301,40 @@ def _photo_args(args: argparse.Namespace) -> dict[str, Any]:
     return {"name": args.name, "photos": photos}
 
 
+def _net_options(suppress: bool) -> argparse.ArgumentParser:
+    """The options every remote command takes. They are accepted before the subcommand (the main parser,
+    with the real defaults) and after it (each subparser, with SUPPRESS defaults, so that an option not
+    given after the subcommand does not overwrite the one given before it)."""
+    net = argparse.ArgumentParser(add_help=False)
+
+    def d(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    net.add_argument("--broker", default=d("localhost"), help="HOST[:PORT] (default localhost:1883, 8883 with --tls)")
+    net.add_argument("--prefix", default=d("edge-app"), help="topic prefix of the fleet (default edge-app)")
+    net.add_argument("--key", type=Path, default=d(None), help="the admin's private key (edge-admin keygen)")
+    net.add_argument("--tls", action="store_true", default=d(False))
+    net.add_argument("--ca", type=Path, default=d(None), help="CA certificate of the broker")
+    net.add_argument("--cert", type=Path, default=d(None), help="client certificate")
+    net.add_argument("--cert-key", type=Path, default=d(None), help="client certificate's key")
+    net.add_argument("--username", default=d(None))
+    net.add_argument("--password-file", type=Path, default=d(None))
+    net.add_argument("--timeout", type=float, default=d(10.0), help="seconds to wait for answers (default 10)")
+    net.add_argument("--json", action="store_true", default=d(False), help="print the results as JSON")
+    who = net.add_mutually_exclusive_group()
+    who.add_argument("--device", default=d(None), help="one kiosk's device id")
+    who.add_argument("--group", default=d(None), help="every kiosk in this group")
+    who.add_argument("--all", action="store_true", default=d(False), help="every kiosk under the prefix")
+    return net
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edge-admin", description="Manage edge-app kiosks over MQTT.",
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__,
+                                 parents=[_net_options(suppress=False)])
     ap.add_argument("--version", action="version", version=f"edge-admin {__version__}")
     ap.add_argument("-v", "--verbose", action="count", default=0)
-    net = argparse.ArgumentParser(add_help=False)
-    net.add_argument("--broker", default="localhost", help="HOST[:PORT] (default localhost:1883, 8883 with --tls)")
-    net.add_argument("--prefix", default="edge-app", help="topic prefix of the fleet (default edge-app)")
-    net.add_argument("--key", type=Path, help="the admin's private key (edge-admin keygen)")
-    net.add_argument("--tls", action="store_true")
-    net.add_argument("--ca", type=Path, help="CA certificate of the broker")
-    net.add_argument("--cert", type=Path, help="client certificate")
-    net.add_argument("--cert-key", type=Path, help="client certificate's key")
-    net.add_argument("--username")
-    net.add_argument("--password-file", type=Path)
-    net.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for answers (default 10)")
-    net.add_argument("--json", action="store_true", help="print the results as JSON")
-    who = net.add_mutually_exclusive_group()
-    who.add_argument("--device", help="one kiosk's device id")
-    who.add_argument("--group", help="every kiosk in this group")
-    who.add_argument("--all", action="store_true", help="every kiosk under the prefix")
+    net = _net_options(suppress=True)
 
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("keygen", help="make an admin key pair")
@@ -286,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("remove", parents=[net], help="delete a person")
     p.add_argument("name")
     p.set_defaults(func=remote("gallery.delete", lambda a: {"name": a.name}))
+    p = sub.add_parser("replace", parents=[net], help="replace the whole gallery (an `edge-app gallery export` file)")
+    p.add_argument("file", type=Path)
+    p.add_argument("--gallery-version", type=int, help="the version to record (default: the file's gallery_version)")
+    p.set_defaults(func=remote("gallery.replace", _replace_args))
     p = sub.add_parser("list", parents=[net], help="persons in the gallery")
     p.set_defaults(func=remote("gallery.list", lambda a: {}))
     p = sub.add_parser("ping", parents=[net], help="is it there, which gallery version")

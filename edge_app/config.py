@@ -189,7 +189,9 @@ class MqttConfig:
     state_interval_seconds: float = field(default=60.0, metadata=rule(lo=1, hi=3600))
     ha_discovery: bool = False
     ha_prefix: str = "homeassistant"
-    ha_remote_unlock: bool = False  # Home Assistant's unsigned unlock button; relies on broker ACLs
+    ha_remote_unlock: bool = False  # Home Assistant's unsigned unlock button (also needs allow_remote_unlock)
+    # Home Assistant unlocks obeyed per minute; two are also at least [door] pulse_seconds apart.
+    ha_unlock_per_minute: int = field(default=4, metadata=rule(lo=1, hi=60))
 
     def __post_init__(self) -> None:
         for name in ("prefix", "ha_prefix"):
@@ -201,6 +203,9 @@ class MqttConfig:
                 raise ValueError(f"groups: {g!r} contains + # or /")
         if self.cert_file is not None and self.key_file is None:
             raise ValueError("cert_file is set but key_file is not: a client certificate needs its key")
+        if self.ha_remote_unlock and not self.allow_remote_unlock:
+            log.warning("[mqtt] ha_remote_unlock is true but allow_remote_unlock is false: Home Assistant's "
+                        "unlock button will be refused (and audited)")
         if self.enabled and not self.admin_keys.strip():
             log.warning("[mqtt] admin_keys is empty: this device will refuse every admin command")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,18 +150,14 @@ def check_mqtt(cfg: Config) -> tuple[str, str]:
 
 
 def check_clock() -> tuple[str, str]:
-    tool = shutil.which("timedatectl")
-    if tool:
-        res = subprocess.run([tool, "show", "-p", "NTPSynchronized", "--value"], capture_output=True, text=True,
-                             timeout=5, check=False)
-        value = res.stdout.strip()
-        if value == "yes":
-            return OK, "synchronised (timedatectl)"
-        if value == "no":
-            return FAIL, "NOT synchronised: signed commands are refused outside their time window; enable NTP"
-    if Path("/run/systemd/timesync/synchronized").exists():
-        return OK, "synchronised (systemd-timesyncd)"
-    return WARN, f"cannot tell whether the clock is synchronised (no timedatectl answer); now {time.strftime('%c')}"
+    from edge_app.clock import clock_sync
+
+    status = clock_sync()
+    if status.synced:
+        return OK, status.detail
+    if status.synced is False:
+        return FAIL, f"{status.detail}: signed commands are refused until it is; enable NTP"
+    return WARN, f"{status.detail}; now {time.strftime('%c')}"
 
 
 def check_disk(path: Path) -> tuple[str, str]:

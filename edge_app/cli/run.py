@@ -21,7 +21,7 @@ from edge_app.gallery.store import Gallery
 from edge_app.hardware.camera import open_source
 from edge_app.hardware.door import Door, DoorConfig, DoorEvent
 from edge_app.models import ModelSet
-from edge_app.mqtt.control import ControlPlane
+from edge_app.mqtt.control import ControlPlane, RateLimit
 from edge_app.mqtt.link import MqttLink, MqttSettings
 from edge_app.recognizer import Recognizer
 from edge_app.vision.pipeline import Pipeline
@@ -72,6 +72,7 @@ def build_control(cfg: Config, gallery: Gallery, ms: ModelSet, pipe: Pipeline, d
 
     handler = CommandHandler(gallery, ms.embedder_sha, pipe.embedder.dim, device_id, embed_photo=embed,
                              unlock=unlock, allow_remote_unlock=m.allow_remote_unlock)
+    # The verifier also refuses commands while the clock is known not to be synchronised (edge_app.clock).
     verifier = CommandVerifier(keys, SeenCommands(gallery), device_id, m.group_list,
                                window_s=m.command_window_seconds)
     ha_topic = f"{m.prefix}/{device_id}/ha/unlock" if m.ha_remote_unlock else None
@@ -86,11 +87,13 @@ def build_control(cfg: Config, gallery: Gallery, ms: ModelSet, pipe: Pipeline, d
         from edge_app.mqtt.discovery import discovery_messages
 
         discovery = tuple(discovery_messages(m.prefix, device_id, ha_prefix=m.ha_prefix,
-                                             remote_unlock=m.ha_remote_unlock,
+                                             remote_unlock=m.ha_remote_unlock and m.allow_remote_unlock,
                                              has_contact=cfg.door.contact_pin is not None))
     link = MqttLink(settings, gallery.path, on_command=on_command, stop=stop,
                     extra_topics=(ha_topic,) if ha_topic else (), retained_on_connect=discovery)
-    control = ControlPlane(link, gallery, verifier, handler, device_id, ha_unlock_topic=ha_topic, unlock=unlock)
+    ha_limit = RateLimit(m.ha_unlock_per_minute, 60.0, min_gap_s=cfg.door.pulse_seconds)
+    control = ControlPlane(link, gallery, verifier, handler, device_id, ha_unlock_topic=ha_topic, unlock=unlock,
+                           ha_allowed=m.allow_remote_unlock, ha_limit=ha_limit)
     control_ref.append(control)
     return link, control
 

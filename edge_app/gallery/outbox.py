@@ -77,19 +77,30 @@ class SeenCommands:
     def __init__(self, gallery: Gallery) -> None:
         self.gallery = gallery
 
-    def add(self, command_id: str, issued_at: float) -> bool:
-        """Remember an id; False when it was seen before (a replay)."""
+    def add(self, command_id: str, issued_at: float, received_at: float | None = None) -> bool:
+        """Remember an id (received at `received_at`, unix seconds; default now); False when it was seen
+        before (a replay)."""
         db = self.gallery.db
         with self.gallery.write_transaction():
             cur = db.execute("INSERT OR IGNORE INTO seen_commands (id, issued_at, seen_at) VALUES (?, ?, ?)",
-                             [command_id, float(issued_at), datetime.now(UTC).isoformat(timespec="seconds")])
+                             [command_id, float(issued_at), _iso(received_at)])
             return bool(cur.rowcount)
 
     def __contains__(self, command_id: object) -> bool:
         row = self.gallery.db.execute("SELECT 1 FROM seen_commands WHERE id = ?", [command_id]).fetchone()
         return row is not None
 
-    def forget_before(self, issued_at: float) -> int:
+    def forget_before(self, issued_at: float, received_before: float | None = None) -> int:
+        """Forget ids issued before `issued_at` and, given `received_before`, also received before it."""
+        sql = "DELETE FROM seen_commands WHERE issued_at < ?"
+        params: list[object] = [float(issued_at)]
+        if received_before is not None:
+            # seen_at is ISO 8601 UTC of one fixed width: text order is time order.
+            sql, params = sql + " AND seen_at < ?", [*params, _iso(received_before)]
         with self.gallery.write_transaction():
-            return int(self.gallery.db.execute("DELETE FROM seen_commands WHERE issued_at < ?",
-                                               [float(issued_at)]).rowcount)
+            return int(self.gallery.db.execute(sql, params).rowcount)
+
+
+def _iso(unix: float | None) -> str:
+    at = datetime.now(UTC) if unix is None else datetime.fromtimestamp(unix, UTC)
+    return at.isoformat(timespec="seconds")

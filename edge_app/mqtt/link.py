@@ -1,4 +1,4 @@
-"""The MQTT link: one paho client, its network thread and an "mqtt-outbox" worker.
+"""The MQTT link: one paho client, its network thread, an "mqtt-commands" thread and an "mqtt-outbox" worker.
 
 Topics (``<prefix>/<device>/...``):
 
@@ -8,7 +8,8 @@ Topics (``<prefix>/<device>/...``):
   one message at a time and deletes it only when its PUBACK arrived, so messages survive a broker or
   network outage (and a reboot) and reach the broker in ``seq`` order.
 * ``state``: retained JSON from publish_state(); the latest replaces the previous, re-sent on every connect.
-* ``cmd`` and ``group/<g>/cmd`` (QoS 1) go to ``on_command(topic, payload)``; publish_result() answers on
+* ``cmd`` and ``group/<g>/cmd`` (QoS 1) go to ``on_command(topic, payload)``, except retained messages,
+  which are dropped (logged): a retained command would run again on every reconnect; publish_result() answers on
   ``cmd/result`` (QoS 1, directly, not through the outbox: a result only matters to an issuer that is
   waiting for it now, and a command only arrives while connected. Results produced while the link is
   down wait in memory, at most ``MAX_PENDING_RESULTS``, and are lost on a restart.)
@@ -31,6 +32,7 @@ import collections
 import json
 import logging
 import math
+import secrets
 import sqlite3
 import ssl
 import sys
@@ -55,9 +57,13 @@ log = logging.getLogger(__name__)
 _paho_log = logging.getLogger(__name__ + ".paho")
 
 POLL_S: Final = 1.0  # the worker looks at the outbox at least this often, wake() or not
-MAX_PENDING_RESULTS: Final = 100
+MAX_PENDING_RESULTS: Final = 1000  # above the control plane's queue: a burst of answers is not cut
 MAX_PAHO_QUEUE: Final = 1000  # a guard: the worker never has more than a handful of messages in paho
 OFFLINE_WAIT_S: Final = 2.0  # how long stop() waits for the broker to acknowledge "offline"
+# Commands wait here for on_command; past either bound paho's thread runs on_command itself (slower
+# reading pushes back on the broker), so nothing is dropped on our side.
+MAX_INTAKE: Final = 10_000
+MAX_INTAKE_BYTES: Final = 32 * 1024 * 1024
 
 
 def _check_segment(field: str, value: object) -> None:
@@ -84,7 +90,7 @@ class MqttSettings:
     keepalive: int = 30
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
-    client_id: str | None = None  # default "edge-app-<device_id>"
+    client_id: str | None = None  # default "edge-app-<device_id>-<8 random hex>", new each start of edge-app
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host.strip() or any(c.isspace() for c in self.host):
@@ -125,7 +131,8 @@ class MqttSettings:
 class MqttLink:
     """Connects in the background and keeps reconnecting; see the module docstring for the contract.
 
-    ``on_command`` runs on paho's network thread: hand the work off quickly. stop() sets ``stop``,
+    ``on_command`` runs on the link's "mqtt-commands" thread (or, while that is MAX_INTAKE behind, on
+    paho's network thread): hand the work off quickly. stop() sets ``stop``,
     which may be shared with the daemon, as the other threads of edge-app do."""
 
     def __init__(self, settings: MqttSettings, gallery_path: Path,
@@ -140,6 +147,7 @@ class MqttLink:
         self.on_command = on_command
         self.stop_event = stop or threading.Event()
         self.sent = 0  # outbox messages acknowledged by the broker
+        self.retained_ignored = 0  # retained messages on the command topics, dropped
         self._wake = threading.Event()
         self._connected = threading.Event()
         self._lock = threading.Lock()
@@ -154,8 +162,17 @@ class MqttLink:
         self._last_problem = ""
         self._started = False
         self._worker = threading.Thread(target=self._run, name="mqtt-outbox", daemon=True)
+        # paho's thread only queues commands: a broker keeps at most ~1000 messages for a slow client and
+        # drops the rest, so a flood must be read off the socket faster than it is checked.
+        self._intake: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._intake_bytes = 0
+        self._intake_ready = threading.Condition(threading.Lock())
+        self._intaker = threading.Thread(target=self._run_intake, name="mqtt-commands", daemon=True)
 
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id or f"edge-app-{s.device_id}",
+        # A random suffix per boot: a predictable id lets any client of the broker kick the kiosk off by
+        # connecting with it (MQTT drops the older session of a client id).
+        self.client_id = s.client_id or f"edge-app-{s.device_id}-{secrets.token_hex(4)}"
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         clean_session=True, protocol=MQTTProtocolVersion.MQTTv311)
         # Clean session: commands sent while we were away are not replayed (they would be stale anyway).
         c.on_log = self._on_log
@@ -198,6 +215,8 @@ class MqttLink:
         self._client.connect_async(s.host, s.port, keepalive=s.keepalive)
         self._client.loop_start()  # retries the first connection too, with the reconnect backoff
         self._worker.start()
+        if self.on_command is not None:
+            self._intaker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Publish the retained "offline", disconnect and join the threads, within `timeout` seconds."""
@@ -206,8 +225,11 @@ class MqttLink:
         self._wake.set()
         if not self._started:
             return
-        if self._worker.is_alive():
-            self._worker.join(max(0.0, deadline - time.monotonic()))
+        with self._intake_ready:
+            self._intake_ready.notify_all()
+        for thread in (self._worker, self._intaker):
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
         if self._connected.is_set():
             try:
                 info = self._client.publish(self.topic("status"), b"offline", qos=1, retain=True)
@@ -304,10 +326,39 @@ class MqttLink:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: MQTTMessage) -> None:
         if self.on_command is None:
             return
+        if message.retain:
+            self.retained_ignored += 1
+            # A retained command is a stale one replayed on every (re)connect: a retained UNLOCK on the
+            # Home Assistant topic would open the door each time. Commands are never retained.
+            log.warning("ignored a retained message on %s (%d bytes): commands must not be retained; clear it "
+                        "with an empty retained message", message.topic, len(message.payload))
+            return
+        payload = bytes(message.payload)
+        with self._intake_ready:
+            if len(self._intake) < MAX_INTAKE and self._intake_bytes + len(payload) <= MAX_INTAKE_BYTES:
+                self._intake.append((message.topic, payload))
+                self._intake_bytes += len(payload)
+                self._intake_ready.notify()
+                return
+        self._deliver(message.topic, payload)  # full: on this thread, which slows the reading
+
+    def _deliver(self, topic: str, payload: bytes) -> None:
+        assert self.on_command is not None
         try:
-            self.on_command(message.topic, bytes(message.payload))
-        except Exception:  # an exception escaping a callback would end paho's network thread
-            log.exception("on_command failed for a message on %s", message.topic)
+            self.on_command(topic, payload)
+        except Exception:  # an exception escaping would end the thread that called it
+            log.exception("on_command failed for a message on %s", topic)
+
+    def _run_intake(self) -> None:
+        while True:
+            with self._intake_ready:
+                while not self._intake and not self.stop_event.is_set():
+                    self._intake_ready.wait(POLL_S)
+                if self.stop_event.is_set():
+                    return
+                topic, payload = self._intake.popleft()
+                self._intake_bytes -= len(payload)
+            self._deliver(topic, payload)
 
     def _problem(self, level: int, text: str) -> None:
         # Said once at its level, then at debug: the retries would otherwise repeat it every backoff.

@@ -31,6 +31,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge_app.clock import ClockStatus, ClockSync
 from edge_app.errors import CommandRejected as CommandRejected
 from edge_app.errors import ConfigError, CryptoKeyError, CryptoKeyExistsError, CryptoKeyNotFoundError
 from edge_app.gallery.outbox import SeenCommands
@@ -227,11 +228,16 @@ def sign_command(key: Ed25519PrivateKey, *, type: str, args: dict[str, Any], tar
 
 
 class CommandVerifier:
-    """Turns envelope bytes into a Command, or raises CommandRejected saying why (see ``verify``)."""
+    """Turns envelope bytes into a Command, or raises CommandRejected saying why (see ``verify``).
+
+    ``check`` holds every test that needs no storage and is safe on any thread (MQTT's network thread
+    runs it, so junk never takes a queue slot); ``accept`` does the rest (clock synchronised, replay) on
+    the thread that owns the gallery. ``verify`` is both."""
 
     def __init__(self, admin_keys: Sequence[Ed25519PublicKey], seen: SeenCommands, device_id: str,
                  groups: Sequence[str] = (), window_s: float = DEFAULT_WINDOW_S, max_skew_s: float = DEFAULT_SKEW_S,
-                 max_bytes: int = DEFAULT_MAX_BYTES, clock: Callable[[], float] = time.time) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, clock: Callable[[], float] = time.time,
+                 clock_sync: Callable[[], ClockStatus] | None = None) -> None:
         if not isinstance(device_id, str) or not device_id:
             raise ConfigError(f"device id must be a non-empty string, got {device_id!r}")
         if not window_s > 0 or not max_skew_s >= 0 or not max_bytes > 0:
@@ -247,13 +253,18 @@ class CommandVerifier:
         self.max_skew_s = float(max_skew_s)
         self.max_bytes = int(max_bytes)
         self.clock = clock
+        self.clock_sync = clock_sync or ClockSync().status
 
     def verify(self, raw: bytes) -> Command:
-        """Check, in order: size, envelope, key, signature, payload, target, time, replay.
+        """Check, in order: size, envelope, key, signature, payload, target, time, clock, replay.
 
         Nothing is written to the seen-commands table unless every other check passed, so a
         rejected command does not burn its id.
         """
+        return self.accept(self.check(raw))
+
+    def check(self, raw: bytes) -> Command:
+        """Everything but the clock and the replay checks; no I/O, thread-safe."""
         size = len(raw)
         if size > self.max_bytes:  # before any parsing: a huge message costs nothing but this
             self._reject("too_large", f"message is {size} bytes, the limit is {self.max_bytes}")
@@ -309,20 +320,32 @@ class CommandVerifier:
                 or (target.startswith("group:") and target[len("group:"):] in self.groups)):
             self._reject("wrong_target", f"target {_clip(target)} is not this device ({self.device_id}), "
                                          f"one of its groups or '*'", cid)
+        self._check_time(cid, issued_at, self.clock())
+        return Command(id=cid, issued_at=issued_at, target=target, type=ctype, args=args, kid=kid, size=size)
 
+    def accept(self, cmd: Command) -> Command:
+        """The checks that need the clock's state and the seen-commands table (the gallery's thread)."""
+        sync = self.clock_sync()
+        if sync.synced is False:
+            self._reject("clock_unsynced", f"this device's clock is not synchronised ({sync.detail}); signed "
+                                           "commands are refused until it is", cmd.id)
         now = self.clock()
+        self._check_time(cmd.id, cmd.issued_at, now)  # again: the command may have waited in the queue
+        # An id is forgotten only when it is out of the window by its issue time AND by the time we got it:
+        # were the clock set back after a command arrived, the receive time still keeps its id.
+        horizon = now - self.window_s - self.max_skew_s
+        self.seen.forget_before(horizon, received_before=horizon)
+        if not self.seen.add(cmd.id, cmd.issued_at, received_at=now):
+            self._reject("replayed", f"command {cmd.id} was already received", cmd.id)
+        log.debug("accepted command %s (%s) from kid %s", cmd.id, cmd.type, cmd.kid)
+        return cmd
+
+    def _check_time(self, cid: str, issued_at: float, now: float) -> None:
         if issued_at < now - self.window_s:
             self._reject("expired", f"issued {now - issued_at:.0f} s ago, the window is {self.window_s:g} s", cid)
         if issued_at > now + self.max_skew_s:
             self._reject("from_future", f"issued {issued_at - now:.0f} s in the future, the allowed clock skew "
                                         f"is {self.max_skew_s:g} s", cid)
-
-        # Older ids can go: the expiry check refuses those commands anyway (the skew is a margin for the clock).
-        self.seen.forget_before(now - self.window_s - self.max_skew_s)
-        if not self.seen.add(cid, issued_at):
-            self._reject("replayed", f"command {cid} was already received", cid)
-        log.debug("accepted command %s (%s) from kid %s", cid, ctype, kid)
-        return Command(id=cid, issued_at=issued_at, target=target, type=ctype, args=args, kid=kid, size=size)
 
     @staticmethod
     def _b64(env: dict[str, Any], name: str) -> bytes:

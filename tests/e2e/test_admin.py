@@ -54,3 +54,53 @@ def test_remote_commands_fail_clearly_before_the_network(tmp_path, capsys):
     assert code == EXIT_ERROR and f"cannot reach the broker 127.0.0.1:{port}" in err
     code, _, err = run(capsys, "push", str(tmp_path / "missing.json"), "--device", "k1", "--key", str(key))
     assert code == EXIT_ERROR and "no such file" in err
+
+
+def test_connection_options_go_before_or_after_the_command(tmp_path):
+    from edge_app.admin import build_parser
+
+    ap = build_parser()
+    common = ["--broker", "mqtt.example:1884", "--key", "admin.key", "--timeout", "3", "--json"]
+    before = vars(ap.parse_args([*common, "ping", "--device", "D"]))
+    after = vars(ap.parse_args(["ping", *common, "--device", "D"]))
+    before.pop("func"), after.pop("func")
+    assert before == after
+    assert (before["broker"], str(before["key"]), before["timeout"], before["json"], before["device"]) == (
+        "mqtt.example:1884", "admin.key", 3.0, True, "D")
+    # An option given before is not overwritten by the command's own (absent) copy; one given after wins.
+    mixed = ap.parse_args(["--device", "D", "--timeout", "3", "ping", "--timeout", "5"])
+    assert (mixed.device, mixed.timeout, mixed.broker, mixed.prefix) == ("D", 5.0, "localhost", "edge-app")
+
+
+def test_one_target_even_across_both_sides_of_the_command(tmp_path, capsys):
+    key = tmp_path / "admin.key"
+    run(capsys, "keygen", "--out", str(key))
+    code, _, err = run(capsys, "--device", "D", "ping", "--group", "lobby", "--key", str(key))
+    assert code == EXIT_ERROR and "give one of --device, --group, --all, not --device and --group" in err
+
+
+def _export(tmp_path, persons: object, **extra: object):  # type: ignore[no-untyped-def]
+    path = tmp_path / f"export{len(list(tmp_path.glob('export*.json')))}.json"
+    path.write_text(json.dumps({"format": "edge-app-gallery", "gallery_version": 7, "persons": persons, **extra}))
+    return path
+
+
+def test_replace_refuses_what_is_not_a_usable_export_before_the_network(tmp_path, capsys):
+    key = tmp_path / "admin.key"
+    run(capsys, "keygen", "--out", str(key))
+    enrol_file = tmp_path / "ana.json"
+    enrol_file.write_text(json.dumps({"name": "Ana", "templates": {}}))
+    t = {"model_sha": "aa" * 32, "dim": 128, "embedding": "AAAA", "masked": False}
+    cases = [
+        (enrol_file, "not a gallery export (format 'edge-app-gallery'"),
+        (_export(tmp_path, [{"name": "Ana", "templates": [t, {**t, "model_sha": "bb" * 32}]}]),
+         "templates of 2 embedders (aaaaaaaaaaaa, bbbbbbbbbbbb)"),
+        (_export(tmp_path, [{"name": "Ana", "templates": [{"dim": 128}]}]),
+         "persons[0] (Ana) templates[0]: needs model_sha, dim and embedding"),
+        (_export(tmp_path, [{"templates": []}]), "persons[0]: not a person object with a name"),
+        (_export(tmp_path, [], gallery_version="x"), "no integer gallery_version; give --gallery-version N"),
+    ]
+    for path, message in cases:
+        code, _, err = run(capsys, "replace", str(path), "--device", "k1", "--key", str(key), "--broker",
+                           "127.0.0.1:1")
+        assert code == EXIT_ERROR and message in err, (message, err)

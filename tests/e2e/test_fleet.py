@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_app.gallery.store import Gallery
 from edge_app.mqtt.security import generate_keypair, load_private_key, sign_command
 from tests.conftest import write_video
 
@@ -209,3 +210,35 @@ def test_home_assistant_unlock_when_enabled(kiosk):
     assert events and json.loads(events[0][1])["kind"] == "door"
     states = listener.wait(lambda m: m[0] == f"edge-app/{DEVICE}/state" and b'"unlocked"' in m[1])
     assert states  # the door state followed the pulse
+
+
+def test_admin_options_before_the_command_and_replace_from_a_gallery_export(kiosk, model_set, faces_dev):
+    tmp = kiosk["tmp"]
+    broker = ["--broker", f"127.0.0.1:{kiosk['port']}", "--key", str(kiosk["key"]), "--timeout", "15"]
+    ping = subprocess.run([str(BIN / "edge-admin"), *broker, "ping", "--device", DEVICE], capture_output=True,
+                          text=True, timeout=60)
+    assert ping.returncode == 0 and ping.stdout.startswith(f"{DEVICE}: ok"), ping.stdout + ping.stderr
+
+    # A gallery made elsewhere (another kiosk, a backup), exported by `edge-app gallery export`.
+    rng = np.random.default_rng(7)
+    with Gallery(tmp / "site.db") as g:
+        g.add_person("Ana Lima", note="front desk")
+        g.add_templates("Ana Lima", rng.normal(size=(3, 128)), model_sha=model_set.embedder_sha,
+                        masked=[False, True, True])
+        g.add_person("Bo", active=False, valid_until="2030-01-01",
+                     schedule=[{"days": ["mon", "fri"], "start": "08:00", "end": "18:00"}])
+        g.add_templates("Bo", rng.normal(size=(1, 128)), model_sha=model_set.embedder_sha, masked=[False])
+    export = subprocess.run([str(BIN / "edge-app"), "gallery", "export", "--db", str(tmp / "site.db"),
+                             str(tmp / "site.json")], capture_output=True, text=True, timeout=60)
+    assert export.returncode == 0, export.stderr
+    assert admin(kiosk, "push-photos", "--name", "Old Entry", str(faces_dev / "obama.jpg"),
+                 "--device", DEVICE).returncode == 0  # something the replace must remove
+
+    res = subprocess.run([str(BIN / "edge-admin"), *broker, "replace", str(tmp / "site.json"), "--device", DEVICE,
+                          "--json"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads(res.stdout)[DEVICE]["result"]["persons"] == 2
+    listing = gallery_listing(kiosk)
+    assert [(p["name"], p["active"], p["templates"], p["masked_templates"], p["valid_until"])
+            for p in listing["persons"]] == [("Ana Lima", True, 3, 2, None), ("Bo", False, 1, 0, "2030-01-01")]
+    assert "08:00" in json.dumps(listing["persons"][1]["schedule"])

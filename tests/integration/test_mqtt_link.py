@@ -122,19 +122,6 @@ def links() -> Iterator[Callable[..., MqttLink]]:
         link.stop(timeout=5)
 
 
-@pytest.fixture
-def witnesses() -> Iterator[Callable[..., Witness]]:
-    made: list[Witness] = []
-
-    def make(*args: Any, **kw: Any) -> Witness:
-        made.append(Witness(*args, **kw))
-        return made[-1]
-
-    yield make
-    for w in made:
-        w.close()
-
-
 def put_events(gallery_path: Path, link: MqttLink, numbers: range) -> None:
     """What the daemon does: put each event in the outbox on its own thread's Gallery, then wake()."""
     with Gallery(gallery_path) as g:

@@ -403,3 +403,75 @@ def test_a_world_readable_private_key_loads_with_a_warning(tmp_path, admin, capl
     path.chmod(0o644)
     assert key_id(load_private_key(path).public_key()) == key_id(admin.public_key())
     assert "readable by others (mode 0644)" in caplog.text
+
+
+# --- the clock: synchronised, and set back (issue 10 item 9) ------------------------------------
+
+
+def test_an_id_is_kept_until_out_of_the_window_by_receive_time_too(admin, verifier, gallery, clock):
+    # The kiosk's clock runs 250 s ahead: a command issued at the admin's NOW arrives at kiosk time NOW+250,
+    # inside the 300 s window. 120 s later (kiosk time) it is out of the window by issue time (+ skew), so
+    # another command's clean-up used to forget it; then NTP sets the clock back 250 s and the captured
+    # command is inside the window again.
+    clock[0] = NOW + 250
+    captured = sign(admin, command_id="captured-1", issued_at=NOW, type="door.unlock", args={})
+    verifier.verify(captured)
+    clock[0] = NOW + 370
+    verifier.verify(sign(admin, command_id="later-0001", issued_at=NOW + 370))
+    assert "captured-1" in SeenCommands(gallery)  # received 120 s ago: still inside the window by receive time
+    clock[0] = NOW + 120  # set back by 250 s
+    with pytest.raises(CommandRejected) as e:
+        verifier.verify(captured)
+    assert e.value.reason == "replayed"
+    clock[0] = NOW + 250 + 300 + 60 + 1  # out of the window by both times: forgotten
+    verifier.verify(sign(admin, command_id="later-0002", issued_at=clock[0]))
+    assert "captured-1" not in SeenCommands(gallery)
+
+
+def test_commands_are_refused_while_the_clock_is_not_synchronised(admin, gallery, clock):
+    from edge_app.clock import ClockStatus
+
+    status = [ClockStatus(False, "NOT synchronised (timedatectl NTPSynchronized=no)")]
+    v = CommandVerifier([admin.public_key()], SeenCommands(gallery), DEVICE, clock=lambda: clock[0],
+                        clock_sync=lambda: status[0])
+    with pytest.raises(CommandRejected) as e:
+        v.verify(sign(admin, command_id="unsynced-1"))
+    assert e.value.reason == "clock_unsynced" and e.value.command_id == "unsynced-1"
+    assert "NTPSynchronized=no" in str(e.value)
+    assert "unsynced-1" not in SeenCommands(gallery)  # refused before its id was spent
+    status[0] = ClockStatus(True, "synchronised (timedatectl)")
+    assert v.verify(sign(admin, command_id="unsynced-1")).id == "unsynced-1"
+    status[0] = ClockStatus(None, "cannot tell")  # no systemd (a container): the clock is taken as it is
+    assert v.verify(sign(admin, command_id="unknown-01")).id == "unknown-01"
+
+
+def test_check_is_stateless_and_accept_does_the_replay_check(admin, verifier, gallery):
+    raw = sign(admin, command_id="two-step-1")
+    before = seen_rows(gallery)
+    cmd = verifier.check(raw)  # on MQTT's network thread: no SQLite
+    assert cmd.id == "two-step-1" and seen_rows(gallery) == before
+    verifier.accept(cmd)
+    with pytest.raises(CommandRejected, match="replayed"):
+        verifier.accept(verifier.check(raw))
+
+
+def test_clock_sync_is_cached_and_shared_with_doctor(monkeypatch):
+    import edge_app.clock
+    from edge_app.cli.doctor import FAIL, check_clock
+    from edge_app.clock import ClockStatus, ClockSync
+
+    calls: list[int] = []
+    t = [0.0]
+
+    def probe() -> ClockStatus:
+        calls.append(1)
+        return ClockStatus(False, "no")
+
+    sync = ClockSync(probe, cache_s=10, monotonic=lambda: t[0])
+    assert [sync.status().synced for _ in range(50)] == [False] * 50 and len(calls) == 1
+    t[0] = 10.0
+    sync.status()
+    assert len(calls) == 2
+    monkeypatch.setattr(edge_app.clock, "clock_sync", probe)  # doctor asks the same function
+    status, detail = check_clock()
+    assert status == FAIL and detail.startswith("no: signed commands are refused")
