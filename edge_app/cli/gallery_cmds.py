@@ -21,6 +21,7 @@ from edge_app.cli.common import (
 )
 from edge_app.enrol import PhotoStatus, embed_photo, expand_photos
 from edge_app.errors import PersonNotFoundError
+from edge_app.gallery.kiosk import wait_for_kiosk_reload
 from edge_app.gallery.matcher import Matcher
 
 
@@ -76,6 +77,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         else:
             ids = g.add_templates(args.name, emb, model_sha=ms.embedder_sha, masked=flags, source=sources)
         version = g.gallery_version
+        say(wait_for_kiosk_reload(g, version).message)
     report.update({"enrolled": len(ids), "plain_templates": len(plain), "masked_templates": len(masked),
                    "new_person": not existed, "gallery_version": version, "lookalikes": lookalikes})
     if args.json:
@@ -117,6 +119,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
             say(f"edge-app: error: {exc}")
             return EXIT_ERROR
         version = g.gallery_version
+        say(wait_for_kiosk_reload(g, version).message)
     if args.json:
         emit_json({"removed": args.name, "templates": n, "gallery_version": version})
     else:

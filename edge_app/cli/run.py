@@ -17,7 +17,7 @@ from edge_app.enrol import PhotoStatus, embed_photo_bytes
 from edge_app.errors import ConfigError, EdgeAppError
 from edge_app.gallery.matcher import Matcher
 from edge_app.gallery.outbox import SeenCommands
-from edge_app.gallery.store import Gallery
+from edge_app.gallery.store import Gallery, open_for_kiosk
 from edge_app.hardware.camera import open_source
 from edge_app.hardware.door import Door, DoorConfig, DoorEvent
 from edge_app.models import ModelSet
@@ -92,6 +92,7 @@ def build_control(cfg: Config, gallery: Gallery, ms: ModelSet, pipe: Pipeline, d
                     extra_topics=(ha_topic,) if ha_topic else (), retained_on_connect=discovery)
     control = ControlPlane(link, gallery, verifier, handler, device_id, ha_unlock_topic=ha_topic, unlock=unlock)
     control_ref.append(control)
+    link.held_events = control.events
     return link, control
 
 
@@ -119,11 +120,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if daemon_ref:
             daemon_ref[0].on_door_event(event, info)
 
-    args.db.parent.mkdir(parents=True, exist_ok=True)
     device_id = cfg.device.id or default_device_id()
     stop = threading.Event()
     link: MqttLink | None = None
-    with Gallery(args.db) as gallery:
+    with open_for_kiosk(args.db) as gallery:
         matcher = Matcher.from_gallery(gallery, ms.embedder_sha)
         door = Door(door_config(args), pin_factory(cfg.door.pins), on_event=on_door_event)
         try:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from edge_app.errors import CommandRejected
-from edge_app.gallery.outbox import Outbox
+from edge_app.gallery.eventlog import EventLog
 from edge_app.gallery.store import Gallery
 from edge_app.mqtt.commands import CommandError, CommandHandler
 from edge_app.mqtt.security import CommandVerifier
@@ -39,7 +39,8 @@ class ControlPlane:
                  device_id: str, ha_unlock_topic: str | None = None, unlock: Any = None) -> None:
         self.link, self.gallery, self.verifier, self.handler = link, gallery, verifier, handler
         self.device_id = device_id
-        self.outbox = Outbox(gallery)
+        # Events: SQLite row + outbox, or memory (published directly by the link) when storage fails.
+        self.events = EventLog(gallery, link.topic("events"), device_id, wake=link.wake)
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(MAX_QUEUED)
         self.ha_unlock_topic, self._unlock = ha_unlock_topic, unlock
 
@@ -51,11 +52,6 @@ class ControlPlane:
             log.warning("command queue full (%d): dropped a command from %s", MAX_QUEUED, topic)
 
     # the daemon's thread
-    def publish_event(self, event: Mapping[str, Any]) -> None:
-        payload = json.dumps({"device": self.device_id, **event}, default=str, ensure_ascii=False).encode()
-        self.outbox.put(self.link.topic("events"), payload, qos=1)
-        self.link.wake()
-
     def publish_state(self, state: Mapping[str, Any]) -> None:
         self.link.publish_state({"device": self.device_id, **state,
                                  "ts": datetime.now(UTC).isoformat(timespec="seconds")})
@@ -81,10 +77,7 @@ class ControlPlane:
 
     def record_event(self, kind: str, reason: str, *, ts: datetime, **fields: Any) -> str:
         """Store an event row and queue the same event for the broker: the one path for both."""
-        event_id = self.gallery.record_event(kind, reason=reason, ts=ts, **fields)
-        self.publish_event({"id": event_id, "ts": ts.isoformat(timespec="milliseconds"), "kind": kind,
-                            "reason": reason, **{k: v for k, v in fields.items() if k != "event_id"}})
-        return event_id
+        return self.events.record(kind, reason, ts=ts, **fields)
 
     def _audit(self, reason: str, details: dict[str, Any]) -> None:
         self.record_event("door", reason, ts=datetime.now(UTC), details={"device": self.device_id, **details})
