@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +140,64 @@ def mqtt_tls_broker(tmp_path: Path, mqtt_certs):  # type: ignore[no-untyped-def]
                     users={"kiosk": "kiosk-secret"}).start()
     yield broker
     broker.stop()
+
+
+# --- real faulty filesystems: a small tmpfs that can be filled, a read-only bind mount ----------
+
+
+def _umount(path: Path) -> None:
+    for _ in range(50):  # a process that just exited may still hold the mount for a moment
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
+    subprocess.run(["umount", "-l", str(path)], check=True)  # detach it at least; the test still fails below
+    pytest.fail(f"{path} was still busy at teardown (lazily unmounted)")
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real 16 MiB tmpfs mounted under tmp_path (root only), unmounted at teardown."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        _umount(mnt)
+
+
+def fill_disk(folder: Path) -> Path:
+    """Fill the filesystem holding `folder` to the last byte with a ballast file; returns the file."""
+    ballast = folder / "ballast.bin"
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        size = 1 << 20
+        while size:
+            try:
+                os.write(fd, b"\0" * size)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+                size //= 2
+    finally:
+        os.close(fd)
+    return ballast
+
+
+@pytest.fixture
+def read_only_bind(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """`bind(src)` -> a read-only bind mount of src (mount --bind + remount,ro,bind); unmounted at teardown."""
+    mounts: list[Path] = []
+
+    def bind(src: Path) -> Path:
+        dst = tmp_path / f"ro{len(mounts)}"
+        dst.mkdir()
+        subprocess.run(["mount", "--bind", str(src), str(dst)], check=True)
+        mounts.append(dst)
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(dst)], check=True)
+        return dst
+
+    try:
+        yield bind
+    finally:
+        for m in reversed(mounts):
+            _umount(m)

@@ -78,14 +78,19 @@ def kiosk_loads(gallery: Gallery) -> list[KioskLoad]:
 class ReloadReport:
     version: int
     kiosks: tuple[KioskLoad, ...]  # running kiosks that have loaded `version` (or newer)
+    behind: tuple[KioskLoad, ...]  # running kiosks that had not, when the wait ended
     waited_s: float
 
     @property
     def message(self) -> str:
+        if self.behind:
+            late = ", ".join(f"{k.device} on version {k.version}" for k in self.behind)
+            return (f"a running kiosk has not loaded gallery version {self.version} after {self.waited_s:.1f} s "
+                    f"({late}); check its log")
         if not self.kiosks:
             return "no running kiosk picked it up (none running?)"
         names = ", ".join(k.device for k in self.kiosks)
-        return f"running kiosk reloaded gallery version {self.version} ({names})"
+        return f"running kiosk reloaded gallery version {self.version} ({names}, within {self.waited_s:.1f} s)"
 
 
 def wait_for_kiosk_reload(gallery: Gallery, version: int, timeout: float = 2.0) -> ReloadReport:
@@ -101,5 +106,5 @@ def wait_for_kiosk_reload(gallery: Gallery, version: int, timeout: float = 2.0) 
         done = [k for k in running if k.version >= version]
         waited = time.monotonic() - start
         if not running or len(done) == len(running) or waited >= timeout:
-            return ReloadReport(version, tuple(done), waited)
+            return ReloadReport(version, tuple(done), tuple(k for k in running if k.version < version), waited)
         time.sleep(POLL_S)
