@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -145,25 +147,44 @@ def mqtt_tls_broker(tmp_path: Path, mqtt_certs):  # type: ignore[no-untyped-def]
 # --- real faulty filesystems: a small tmpfs that can be filled, a read-only bind mount ----------
 
 
-def _umount(path: Path) -> None:
-    for _ in range(50):  # a process that just exited may still hold the mount for a moment
+def umount(path: Path) -> None:
+    """Unmount, waiting a little for a process that just exited to let go; lazily as a last resort."""
+    for _ in range(50):
         if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
             return
         time.sleep(0.1)
-    subprocess.run(["umount", "-l", str(path)], check=True)  # detach it at least; the test still fails below
-    pytest.fail(f"{path} was still busy at teardown (lazily unmounted)")
+    subprocess.run(["umount", "-l", str(path)], check=True)  # detached at least; the caller still hears of it
+    raise RuntimeError(f"{path} was still busy when unmounted (lazily unmounted)")
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A real 16 MiB tmpfs mounted under tmp_path (root only), unmounted at teardown."""
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)], check=True)
+@contextlib.contextmanager
+def tmpfs_mount(mnt: Path, size: str = "16m") -> Iterator[Path]:
+    """A real tmpfs of `size` at `mnt` (root only), unmounted on the way out."""
+    mnt.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mnt)], check=True)
     try:
         yield mnt
     finally:
-        _umount(mnt)
+        umount(mnt)
+
+
+@contextlib.contextmanager
+def read_only_bind_mount(src: Path, dst: Path) -> Iterator[Path]:
+    """`src` seen read-only at `dst` (mount --bind + remount,ro,bind), unmounted on the way out."""
+    dst.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "--bind", str(src), str(dst)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(dst)], check=True)
+        yield dst
+    finally:
+        umount(dst)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 16 MiB tmpfs mounted under tmp_path, unmounted at teardown."""
+    with tmpfs_mount(tmp_path / "tmpfs") as mnt:
+        yield mnt
 
 
 def fill_disk(folder: Path) -> Path:
@@ -184,20 +205,10 @@ def fill_disk(folder: Path) -> Path:
 
 
 @pytest.fixture
-def read_only_bind(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """`bind(src)` -> a read-only bind mount of src (mount --bind + remount,ro,bind); unmounted at teardown."""
-    mounts: list[Path] = []
+def read_only_bind(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
+    """`bind(src)` -> a read-only bind mount of src; unmounted at teardown."""
+    with contextlib.ExitStack() as stack:
+        def bind(src: Path) -> Path:
+            return stack.enter_context(read_only_bind_mount(src, tmp_path / f"ro-{src.name}"))
 
-    def bind(src: Path) -> Path:
-        dst = tmp_path / f"ro{len(mounts)}"
-        dst.mkdir()
-        subprocess.run(["mount", "--bind", str(src), str(dst)], check=True)
-        mounts.append(dst)
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(dst)], check=True)
-        return dst
-
-    try:
         yield bind
-    finally:
-        for m in reversed(mounts):
-            _umount(m)
