@@ -161,11 +161,11 @@ class Daemon:
         version = self._read_data_version()
         if version == self._data_version:
             return
-        self._data_version = version
         if self.gallery.gallery_version != self.recognizer.matcher.gallery_version:
             log.info("the gallery file changed (version %d -> %d): reloading", self.recognizer.matcher.gallery_version,
                      self.gallery.gallery_version)
             self.reload()
+        self._data_version = version  # only now: a reload that failed is tried again next time
 
     def _guarded(self, what: str, fn: Callable[[], object]) -> bool:
         """Run one step of the loop; the loop survives whatever it raises (storage, MQTT, snapshots).

@@ -15,9 +15,10 @@ from edge_app.config import Config, describe
 from edge_app.daemon import Daemon, default_device_id, pin_factory
 from edge_app.enrol import PhotoStatus, embed_photo_bytes
 from edge_app.errors import ConfigError, EdgeAppError
+from edge_app.gallery.kiosk import open_for_kiosk
 from edge_app.gallery.matcher import Matcher
 from edge_app.gallery.outbox import SeenCommands
-from edge_app.gallery.store import Gallery, open_for_kiosk
+from edge_app.gallery.store import Gallery
 from edge_app.hardware.camera import open_source
 from edge_app.hardware.door import Door, DoorConfig, DoorEvent
 from edge_app.models import ModelSet

@@ -1,5 +1,5 @@
-"""Which gallery version a running kiosk has loaded, so `edge-app gallery ...` can say whether its change
-reached the door.
+"""The running kiosk and its gallery: opening it (read-only when its filesystem is), and which gallery
+version it has loaded, so `edge-app gallery ...` can say whether its change reached the door.
 
 The daemon writes one `meta` row per device (`kiosk:<device>` = JSON version, time, pid, host) after every
 load and deletes it on a clean stop. A kill -9 leaves the row behind: a pid that is not running on this
@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from edge_app.errors import GalleryError
@@ -24,6 +25,35 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX: Final = "kiosk:"
 POLL_S: Final = 0.05
+
+
+def storage_read_only(path: str | Path) -> bool:
+    """True when the gallery file (or the folder that would hold it) is on a read-only filesystem."""
+    p = Path(path).expanduser()
+    folder = p.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    return p.exists() and not os.access(p, os.W_OK)
+
+
+def open_for_kiosk(path: str | Path) -> Gallery:
+    """The daemon's gallery: read-write, or read-only (loudly) when its filesystem is read-only, so the
+    door keeps working from what the gallery holds instead of the kiosk refusing to start."""
+    try:
+        return Gallery(path)
+    except GalleryError as e:
+        if not storage_read_only(path):
+            raise
+        log.error("=" * 70)
+        log.error("GALLERY IS READ-ONLY (%s): running from what it holds; events are kept in memory only "
+                  "and nothing can be enrolled or removed until it is writable again and edge-app restarts", e)
+        log.error("=" * 70)
+        return Gallery(path, read_only=True)
 
 
 @dataclass(frozen=True)

@@ -281,35 +281,6 @@ def _why(e: BaseException) -> str:
     return e.strerror or str(e) if isinstance(e, OSError) else str(e)
 
 
-def storage_read_only(path: str | Path) -> bool:
-    """True when the gallery file (or the folder that would hold it) is on a read-only filesystem."""
-    p = Path(path).expanduser()
-    folder = p.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        if os.statvfs(folder).f_flag & os.ST_RDONLY:
-            return True
-    except OSError:
-        return False
-    return p.exists() and not os.access(p, os.W_OK)
-
-
-def open_for_kiosk(path: str | Path) -> Gallery:
-    """The daemon's gallery: read-write, or read-only (loudly) when its filesystem is read-only, so the
-    door keeps working from what the gallery holds instead of the kiosk refusing to start."""
-    try:
-        return Gallery(path)
-    except GalleryError as e:
-        if not storage_read_only(path):
-            raise
-        log.error("=" * 70)
-        log.error("GALLERY IS READ-ONLY (%s): running from what it holds; events are kept in memory only "
-                  "and nothing can be enrolled or removed until it is writable again and edge-app restarts", e)
-        log.error("=" * 70)
-        return Gallery(path, read_only=True)
-
-
 # --- the gallery --------------------------------------------------------------------------------
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from edge_app.gallery.eventlog import FULL, OK, READ_ONLY, EventLog
-from edge_app.gallery.kiosk import forget_loaded, record_loaded, wait_for_kiosk_reload
+from edge_app.gallery.kiosk import forget_loaded, open_for_kiosk, record_loaded, wait_for_kiosk_reload
 from edge_app.gallery.outbox import Outbox
-from edge_app.gallery.store import Gallery, open_for_kiosk
+from edge_app.gallery.store import Gallery
 from tests.conftest import fill_disk
 
 TOPIC = "edge-app/k1/events"

@@ -506,7 +506,7 @@ def test_data_version_moves_only_when_another_connection_commits(tmp_path: Path)
 
 
 def test_read_only_filesystem_opens_read_only_and_refuses_writes(tmp_path: Path, read_only_bind) -> None:
-    from edge_app.gallery.store import open_for_kiosk, storage_read_only
+    from edge_app.gallery.kiosk import open_for_kiosk, storage_read_only
 
     src = tmp_path / "src"
     with Gallery(src / "gallery.db") as g:
@@ -526,7 +526,7 @@ def test_read_only_filesystem_opens_read_only_and_refuses_writes(tmp_path: Path,
 
 
 def test_open_for_kiosk_does_not_hide_other_errors(tmp_path: Path) -> None:
-    from edge_app.gallery.store import open_for_kiosk
+    from edge_app.gallery.kiosk import open_for_kiosk
 
     bad = tmp_path / "g.db"
     bad.write_bytes(b"not sqlite at all" * 100)
