@@ -30,11 +30,14 @@ from edge_app.access.policy import AccessPolicy, PersonRule
 from edge_app.access.tracker import Tracker
 from edge_app.config import Config
 from edge_app.errors import EdgeAppError, SourceError
+from edge_app.fsutil import write_private
+from edge_app.gallery.eventlog import EventLog
+from edge_app.gallery.kiosk import forget_loaded, record_loaded
 from edge_app.gallery.matcher import Matcher
 from edge_app.gallery.store import Gallery
 from edge_app.hardware.camera import Frame, FrameSource
 from edge_app.hardware.door import Door, DoorEvent
-from edge_app.imageio import write_image
+from edge_app.imageio import encode_image
 from edge_app.mqtt.control import ControlPlane
 from edge_app.recognizer import Recognition, Recognizer
 
@@ -119,6 +122,12 @@ class Daemon:
         self._watchdog = sdnotify.watchdog_interval()
         self._last_ping = 0.0
         self._last_prune = -PRUNE_EVERY_S
+        # Events: SQLite, or memory when the database cannot take them (full disk, read-only).
+        self.events = control.events if control is not None else EventLog(gallery, None, self.device_id)
+        self._data_version = self._read_data_version()
+        self._failing: dict[str, tuple[str, float]] = {}  # housekeeping step -> (last error, logged at)
+        self._recognition_error: str | None = None
+        self._storage_seen: tuple[str, int, int] = (self.events.storage, 0, 0)
 
     # --- control ----------------------------------------------------------------------------------
 
@@ -138,13 +147,56 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_hup)
 
     def reload(self) -> None:
-        """Gallery changed (SIGHUP, or an admin command later): new matcher, new person rules."""
+        """Gallery changed (SIGHUP, an admin command, another process): new matcher, new person rules."""
         matcher = Matcher.from_gallery(self.gallery, self.model_sha)
         self.recognizer.matcher = matcher
         self.controller.set_persons(person_rules(self.gallery))
         log.info("gallery reloaded: %d persons, %d templates, version %d", matcher.n_persons, matcher.n_templates,
                  matcher.gallery_version)
         sdnotify.notify(f"STATUS=gallery version {matcher.gallery_version}, {matcher.n_persons} persons")
+        self._state_dirty.set()
+        self._announce_loaded()
+
+    def _announce_loaded(self) -> None:
+        """Tell `edge-app gallery ...` which version the door uses now (edge_app.gallery.kiosk)."""
+        if not self.gallery.read_only:
+            self._guarded("recording the loaded gallery version",
+                          lambda: record_loaded(self.gallery, self.device_id, self.recognizer.matcher.gallery_version))
+
+    def _read_data_version(self) -> int | None:
+        try:
+            return self.gallery.data_version()
+        except Exception:  # checked again every loop; a broken file is reported by the reads that follow
+            log.exception("cannot read the gallery's data_version")
+            return None
+
+    def _watch_gallery(self) -> None:
+        """Reload within a loop iteration when anyone (the CLI, an admin tool, another process) changed
+        persons or templates: data_version moves on any commit by another connection, gallery_version
+        only on those changes."""
+        version = self._read_data_version()
+        if version == self._data_version:
+            return
+        if self.gallery.gallery_version != self.recognizer.matcher.gallery_version:
+            log.info("the gallery file changed (version %d -> %d): reloading", self.recognizer.matcher.gallery_version,
+                     self.gallery.gallery_version)
+            self.reload()
+        self._data_version = version  # only now: a reload that failed is tried again next time
+
+    def _guarded(self, what: str, fn: Callable[[], object]) -> bool:
+        """Run one step of the loop; the loop survives whatever it raises (storage, MQTT, snapshots).
+        A step that keeps failing the same way is logged once a minute, not on every frame."""
+        try:
+            fn()
+        except Exception as exc:
+            t, key = time.monotonic(), repr(exc)
+            last = self._failing.get(what)
+            if last is None or last[0] != key or t - last[1] >= 60.0:
+                log.exception("%s failed; carrying on", what)
+                self._failing[what] = (key, t)
+            return False
+        self._failing.pop(what, None)
+        return True
 
     # --- events -----------------------------------------------------------------------------------
 
@@ -167,20 +219,18 @@ class Daemon:
 
     def _record(self, kind: str, reason: str, **kw: Any) -> None:
         ts = kw.pop("ts", None) or self.now()
-        try:
-            if self.control is not None:
-                self.control.record_event(kind, reason, ts=ts, **kw)
-            else:
-                self.gallery.record_event(kind, reason=reason, ts=ts, **kw)
-        except EdgeAppError:
-            # A full disk must not keep the door from working: log it, the decision stands.
-            log.exception("could not store or queue a %s event (%s)", kind, reason)
+        # Storage trouble is handled inside (memory queue); the guard is for anything else.
+        self._guarded(f"recording a {kind} event ({reason})", lambda: self.events.record(kind, reason, ts=ts, **kw))
 
     def _store_decision(self, d: AccessDecision, rec: Recognition | None, frame: Frame) -> None:
         details: dict[str, Any] = {"device": self.device_id, "decision": "granted" if d.granted else "denied",
                                    **d.details()}
         if self.config.events.snapshots and rec is not None:
-            details["snapshot"] = str(self._snapshot(d, rec, frame))
+            try:
+                details["snapshot"] = str(self._snapshot(d, rec, frame))
+            except (OSError, EdgeAppError) as exc:  # a full disk: the decision and its event stand
+                log.error("snapshot of decision %s not written: %s", d.id, exc)
+                details["snapshot_error"] = str(exc)
         mask = None if d.masked is None else ("yes" if d.masked else "no")
         self.last_access = {"summary": f"{d.person_name or 'unknown'}: {d.reason.value}", "name": d.person_name,
                             "granted": d.granted, "reason": d.reason.value, "ts": d.at.isoformat(timespec="seconds")}
@@ -197,8 +247,7 @@ class Daemon:
         pad = (x1 - x0) // 4
         crop = frame.image[max(0, y0 - pad):min(h, y1 + pad), max(0, x0 - pad):min(w, x1 + pad)]
         path = self._snapshot_dir() / f"{d.at:%Y%m%d-%H%M%S}-{d.id}.jpg"
-        write_image(path, crop)
-        return path
+        return write_private(path, encode_image(crop, ".jpg", str(path)))  # faces: 0600 in a 0700 folder
 
     def prune(self) -> None:
         ev = self.config.events
@@ -251,13 +300,22 @@ class Daemon:
             self._state_dirty.set()
 
     def state(self) -> dict[str, Any]:
+        ev = self.events
         return {"door": "locked" if self.door.locked else "unlocked", "door_open": self.door.door_open,
                 "gallery_version": self.recognizer.matcher.gallery_version, "model_sha": self.model_sha,
                 "fps": round(self.fps, 1), "camera": "ok" if self._camera_ok else "lost",
-                "last_access": self.last_access}
+                "recognition": "ok" if self._recognition_error is None else f"failed: {self._recognition_error}",
+                "storage": ev.storage, "storage_error": ev.storage_error, "events_pending_memory": len(ev),
+                "events_dropped_memory": ev.dropped, "last_access": self.last_access}
 
     def _mqtt(self) -> None:
         """Commands in (on this thread), state out when something changed or at the interval."""
+        seen = (self.events.storage, len(self.events), self.events.dropped)
+        if seen != self._storage_seen:
+            self._storage_seen = seen
+            self._state_dirty.set()
+            if seen[0] != "ok":
+                sdnotify.notify(f"STATUS=storage {seen[0]}: {seen[1]} events in memory")
         if self.control is None:
             return
         if self.control.poll():
@@ -326,9 +384,30 @@ class Daemon:
                 return r
         return None
 
+    def _step_guarded(self, frame: Frame) -> None:
+        """step(), surviving anything: a failing model stops recognition (the door stays locked, as it
+        is whenever nobody is granted) and the state says why, until a frame goes through again."""
+        try:
+            self.step(frame)
+        except Exception as exc:
+            if self._recognition_error is None:
+                log.exception("recognition failed; the door stays locked")
+                sdnotify.notify(f"STATUS=recognition failed: {exc}")
+                self._state_dirty.set()
+            self._recognition_error = str(exc) or type(exc).__name__
+            return
+        if self._recognition_error is not None:
+            log.warning("recognition works again")
+            self._recognition_error = None
+            self._state_dirty.set()
+
     def run(self, max_frames: int | None = None) -> int:
         """Until stopped (or the end of a video file). Returns an exit code: 0 clean stop, 1 failure."""
         sdnotify.notify("READY=1", f"STATUS=watching {self.source.description}")
+        if self.events.storage != "ok":
+            log.error("storage %s: %s; events are kept in memory and published directly", self.events.storage,
+                      self.events.storage_error)
+        self._announce_loaded()
         log.info("running: device %s, source %s, %d persons", self.device_id, self.source.description,
                  self.recognizer.matcher.n_persons)
         code = 0
@@ -337,13 +416,15 @@ class Daemon:
                 if self.stop.is_set():
                     break
                 self._ping()
-                self._store_door_events()
-                self._mqtt()
+                self._guarded("storing door events", self._store_door_events)
+                self._guarded("storing events kept in memory", self.events.flush)
+                self._guarded("checking the gallery for changes", self._watch_gallery)
+                self._guarded("mqtt", self._mqtt)
                 if self._reload.is_set():
                     self._reload.clear()
-                    self.reload()
+                    self._guarded("reloading the gallery", self.reload)
                 if frame is not None:
-                    self.step(frame)
+                    self._step_guarded(frame)
                 if max_frames is not None and self.stats.frames >= max_frames:
                     break
         except SourceError as exc:
@@ -352,7 +433,11 @@ class Daemon:
         finally:
             sdnotify.notify("STOPPING=1")
             self.door.close()
-            self._store_door_events()
+            self._guarded("storing door events", self._store_door_events)
+            self._guarded("storing events kept in memory", lambda: self.events.flush(force=True))
+            if not self.gallery.read_only:
+                self._guarded("clearing the loaded gallery version",
+                              lambda: forget_loaded(self.gallery, self.device_id))
         log.info("stopped: %s", self.stats.as_dict())
         return code
 

@@ -161,10 +161,15 @@ def _pnm_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def encode_image(rgb: np.ndarray, ext: str = ".jpg", what: str = "image") -> bytes:
+    """RGB uint8 -> the bytes of an image file of type `ext`; ImageError naming `what` if it cannot."""
+    ok, buf = cv2.imencode(ext or ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ImageError(f"cannot encode image as {ext!r}: {what}")
+    return bytes(buf.tobytes())
+
+
 def write_image(path: str | Path, rgb: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(path.suffix or ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ImageError(f"cannot encode image as {path.suffix!r}: {path}")
-    buf.tofile(str(path))
+    path.write_bytes(encode_image(rgb, path.suffix, str(path)))

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +142,73 @@ def mqtt_tls_broker(tmp_path: Path, mqtt_certs):  # type: ignore[no-untyped-def]
                     users={"kiosk": "kiosk-secret"}).start()
     yield broker
     broker.stop()
+
+
+# --- real faulty filesystems: a small tmpfs that can be filled, a read-only bind mount ----------
+
+
+def umount(path: Path) -> None:
+    """Unmount, waiting a little for a process that just exited to let go; lazily as a last resort."""
+    for _ in range(50):
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
+    subprocess.run(["umount", "-l", str(path)], check=True)  # detached at least; the caller still hears of it
+    raise RuntimeError(f"{path} was still busy when unmounted (lazily unmounted)")
+
+
+@contextlib.contextmanager
+def tmpfs_mount(mnt: Path, size: str = "16m") -> Iterator[Path]:
+    """A real tmpfs of `size` at `mnt` (root only), unmounted on the way out."""
+    mnt.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        umount(mnt)
+
+
+@contextlib.contextmanager
+def read_only_bind_mount(src: Path, dst: Path) -> Iterator[Path]:
+    """`src` seen read-only at `dst` (mount --bind + remount,ro,bind), unmounted on the way out."""
+    dst.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "--bind", str(src), str(dst)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(dst)], check=True)
+        yield dst
+    finally:
+        umount(dst)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 16 MiB tmpfs mounted under tmp_path, unmounted at teardown."""
+    with tmpfs_mount(tmp_path / "tmpfs") as mnt:
+        yield mnt
+
+
+def fill_disk(folder: Path) -> Path:
+    """Fill the filesystem holding `folder` to the last byte with a ballast file; returns the file."""
+    ballast = folder / "ballast.bin"
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        size = 1 << 20
+        while size:
+            try:
+                os.write(fd, b"\0" * size)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+                size //= 2
+    finally:
+        os.close(fd)
+    return ballast
+
+
+@pytest.fixture
+def read_only_bind(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
+    """`bind(src)` -> a read-only bind mount of src; unmounted at teardown."""
+    with contextlib.ExitStack() as stack:
+        def bind(src: Path) -> Path:
+            return stack.enter_context(read_only_bind_mount(src, tmp_path / f"ro-{src.name}"))
+
+        yield bind

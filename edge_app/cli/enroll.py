@@ -19,6 +19,7 @@ from edge_app.cli.common import (
     say,
 )
 from edge_app.enrol import PhotoStatus, embed_photo, expand_photos, subfolders
+from edge_app.gallery.kiosk import wait_for_kiosk_reload
 from edge_app.gallery.matcher import Matcher
 
 
@@ -77,6 +78,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         else:
             ids = g.add_templates(args.name, emb, model_sha=ms.embedder_sha, masked=flags, source=sources)
         version = g.gallery_version
+        say(wait_for_kiosk_reload(g, version).message)
     report.update({"enrolled": len(ids), "plain_templates": len(plain), "masked_templates": len(masked),
                    "new_person": not existed, "gallery_version": version, "lookalikes": lookalikes})
     if args.json:

@@ -11,6 +11,7 @@ from edge_app.cli import EXIT_ERROR, EXIT_OK
 from edge_app.cli.common import emit_json, existing_gallery, gallery, models, say
 from edge_app.errors import PersonNotFoundError
 from edge_app.gallery.exchange import check_embedder, import_gallery, read_export
+from edge_app.gallery.kiosk import wait_for_kiosk_reload
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -43,6 +44,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
             say(f"edge-app: error: {exc}")
             return EXIT_ERROR
         version = g.gallery_version
+        say(wait_for_kiosk_reload(g, version).message)
     if args.json:
         emit_json({"removed": args.name, "templates": n, "gallery_version": version})
     else:
@@ -80,6 +82,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     check_embedder(doc, model_sha)
     with gallery(args) as g:
         result = import_gallery(g, doc, model_sha, replace=args.replace)
+        say(wait_for_kiosk_reload(g, result.gallery_version).message)
     if args.json:
         emit_json({"imported": doc.origin, "persons": result.persons, "templates": result.templates,
                    "removed": result.removed, "replace": args.replace, "gallery_version": result.gallery_version})

@@ -15,6 +15,7 @@ from edge_app.config import Config, describe
 from edge_app.daemon import Daemon, default_device_id, pin_factory
 from edge_app.enrol import PhotoStatus, embed_photo_bytes
 from edge_app.errors import ConfigError, EdgeAppError
+from edge_app.gallery.kiosk import open_for_kiosk
 from edge_app.gallery.matcher import Matcher
 from edge_app.gallery.outbox import SeenCommands
 from edge_app.gallery.store import Gallery
@@ -95,6 +96,7 @@ def build_control(cfg: Config, gallery: Gallery, ms: ModelSet, pipe: Pipeline, d
     control = ControlPlane(link, gallery, verifier, handler, device_id, ha_unlock_topic=ha_topic, unlock=unlock,
                            ha_allowed=m.allow_remote_unlock, ha_limit=ha_limit)
     control_ref.append(control)
+    link.held_events = control.events
     return link, control
 
 
@@ -122,11 +124,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if daemon_ref:
             daemon_ref[0].on_door_event(event, info)
 
-    args.db.parent.mkdir(parents=True, exist_ok=True)
     device_id = cfg.device.id or default_device_id()
     stop = threading.Event()
     link: MqttLink | None = None
-    with Gallery(args.db) as gallery:
+    with open_for_kiosk(args.db) as gallery:
         matcher = Matcher.from_gallery(gallery, ms.embedder_sha)
         door = Door(door_config(args), pin_factory(cfg.door.pins), on_event=on_door_event)
         try:

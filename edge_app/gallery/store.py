@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import sqlite3
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -30,6 +31,7 @@ import numpy.typing as npt
 import sqlite_utils
 
 from edge_app.errors import GalleryError, GalleryInputError, PersonNotFoundError, TemplateModelMismatch
+from edge_app.fsutil import create_private_file, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -255,31 +257,77 @@ def _freeze(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return a
 
 
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection to a gallery on a read-only filesystem. mode=ro still needs the -shm file of a WAL
+    database, which cannot be created there; immutable=1 reads the main file alone (after a clean stop
+    SQLite has checkpointed the -wal into it)."""
+    if not path.is_file():
+        raise sqlite3.OperationalError(f"no gallery file {path}")
+    quoted = urllib.parse.quote(str(path.resolve()))
+    last: sqlite3.Error | None = None
+    for flags in ("mode=ro", "immutable=1"):
+        conn = sqlite3.connect(f"file:{quoted}?{flags}", uri=True, check_same_thread=True)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.Error as e:
+            conn.close()
+            last = e
+    assert last is not None
+    raise last
+
+
+def _why(e: BaseException) -> str:
+    return e.strerror or str(e) if isinstance(e, OSError) else str(e)
+
+
 # --- the gallery --------------------------------------------------------------------------------
 
 
 class Gallery:
     """One gallery file. Not thread-safe: use one Gallery per thread (SQLite handles processes)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        """Open (or create) the gallery. ``read_only``: for a gallery on a read-only filesystem; every
+        write raises GalleryError, and changes made elsewhere are not seen (SQLite's immutable mode)."""
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
         self._depth = 0  # nesting of _txn
         try:
-            self._db = sqlite_utils.Database(self.path, execute_plugins=False)
-        except sqlite3.Error as e:
-            raise GalleryError(f"{self.path}: cannot open gallery: {e}") from e
+            if read_only:
+                self._db = sqlite_utils.Database(_open_read_only(self.path), execute_plugins=False)
+            else:
+                # 0600 file in a 0700 folder whatever the umask; SQLite gives -wal and -shm the file's mode.
+                private_dir(self.path.parent)
+                create_private_file(self.path)
+                self._db = sqlite_utils.Database(self.path, execute_plugins=False)
+        except (sqlite3.Error, OSError) as e:
+            raise GalleryError(f"{self.path}: cannot open gallery: {_why(e)}") from e
         try:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            self._db.enable_wal()
-            self._migrate()
+            if read_only:
+                self._check_read_only_schema()
+            else:
+                self._db.enable_wal()
+                self._migrate()
         except sqlite3.Error as e:
             self._db.close()
             raise GalleryError(f"{self.path}: not a usable SQLite gallery: {e}") from e
         except BaseException:
             self._db.close()
             raise
+
+    def _check_read_only_schema(self) -> None:
+        found = self._stored_schema_version()
+        if found != SCHEMA_VERSION:
+            raise GalleryError(f"{self.path}: read-only gallery has schema version {found}, this edge-app needs "
+                               f"{SCHEMA_VERSION} and cannot migrate a read-only file")
+
+    def data_version(self) -> int:
+        """SQLite's PRAGMA data_version: changes when another connection (another process, or another
+        thread's Gallery) committed to the file. Cheap: no disk read."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     # context manager / lifetime
 
@@ -328,6 +376,8 @@ class Gallery:
             self._depth = 0
 
     def _write(self) -> AbstractContextManager[None]:
+        if self.read_only:
+            raise GalleryError(f"{self.path}: the gallery is open read-only (read-only filesystem)")
         return self._txn("BEGIN IMMEDIATE")
 
     def write_transaction(self) -> AbstractContextManager[None]:

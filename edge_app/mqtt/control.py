@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from edge_app.errors import CommandRejected, EdgeAppError, GalleryError
-from edge_app.gallery.outbox import Outbox
+from edge_app.gallery.eventlog import EventLog
 from edge_app.gallery.store import Gallery
 from edge_app.mqtt.commands import CommandError, CommandHandler
 from edge_app.mqtt.security import Command, CommandVerifier
@@ -87,7 +87,8 @@ class ControlPlane:
                  = None, ha_allowed: bool = False, ha_limit: RateLimit | None = None) -> None:
         self.link, self.gallery, self.verifier, self.handler = link, gallery, verifier, handler
         self.device_id = device_id
-        self.outbox = Outbox(gallery)
+        # Events: SQLite row + outbox, or memory (published directly by the link) when storage fails.
+        self.events = EventLog(gallery, link.topic("events"), device_id, wake=link.wake)
         self._inbox: queue.Queue[Command] = queue.Queue(MAX_QUEUED)
         self._ha_inbox: queue.Queue[bytes] = queue.Queue(MAX_HA_QUEUED)
         # The HA button is unsigned: it needs allow_remote_unlock as well as ha_remote_unlock, and a rate limit.
@@ -146,10 +147,7 @@ class ControlPlane:
 
     # --- the daemon's thread -----------------------------------------------------------------------
 
-    def publish_event(self, event: Mapping[str, Any]) -> None:
-        payload = json.dumps({"device": self.device_id, **event}, default=str, ensure_ascii=False).encode()
-        self.outbox.put(self.link.topic("events"), payload, qos=1)
-        self.link.wake()
+    # --- the daemon's thread -----------------------------------------------------------------------
 
     def publish_state(self, state: Mapping[str, Any]) -> None:
         self.link.publish_state({"device": self.device_id, **state,
@@ -196,10 +194,7 @@ class ControlPlane:
 
     def record_event(self, kind: str, reason: str, *, ts: datetime, **fields: Any) -> str:
         """Store an event row and queue the same event for the broker: the one path for both."""
-        event_id = self.gallery.record_event(kind, reason=reason, ts=ts, **fields)
-        self.publish_event({"id": event_id, "ts": ts.isoformat(timespec="milliseconds"), "kind": kind,
-                            "reason": reason, **{k: v for k, v in fields.items() if k != "event_id"}})
-        return event_id
+        return self.events.record(kind, reason, ts=ts, **fields)
 
     def _audit(self, reason: str, details: dict[str, Any]) -> None:
         try:

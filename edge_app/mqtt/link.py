@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.client import ConnectFlags, DisconnectFlags, MQTTMessage
@@ -128,6 +128,10 @@ class MqttSettings:
             raise ValueError(f"client_id: must be non-empty printable text, got {self.client_id!r}")
 
 
+class HeldEvents(Protocol):
+    def publish_held(self, publish: Callable[[str, bytes], bool]) -> int: ...
+
+
 class MqttLink:
     """Connects in the background and keeps reconnecting; see the module docstring for the contract.
 
@@ -159,6 +163,8 @@ class MqttLink:
         self._state_dirty = False
         self._state_mid: int | None = None
         self._results: collections.deque[bytes] = collections.deque()
+        # Events the database could not take (edge_app.gallery.eventlog.EventLog), published directly.
+        self.held_events: HeldEvents | None = None
         self._last_problem = ""
         self._started = False
         self._worker = threading.Thread(target=self._run, name="mqtt-outbox", daemon=True)
@@ -369,25 +375,27 @@ class MqttLink:
 
     def _run(self) -> None:
         gallery: Gallery | None = None
+        retry_at = 0.0
         try:
             while not self.stop_event.is_set():
                 self._wake.wait(POLL_S)
                 self._wake.clear()
                 if self.stop_event.is_set():
                     break
-                if gallery is None:
+                if gallery is None and time.monotonic() >= retry_at:
                     try:  # our own connection: SQLite objects stay on the thread that opened them
                         gallery = Gallery(self.gallery_path)
-                    except GalleryError as e:
-                        log.error("mqtt outbox: %s; retrying", e)
-                        self.stop_event.wait(5 * POLL_S)
-                        continue
+                    except GalleryError as e:  # e.g. read-only: state, results and events in memory still go
+                        self._problem(logging.ERROR, f"mqtt outbox: {e}; retrying")
+                        retry_at = time.monotonic() + 5 * POLL_S
                 if not self._connected.is_set():
                     continue
                 try:
                     self._send_state()
                     self._send_results()
-                    self._send_outbox(Outbox(gallery))
+                    self._send_held()
+                    if gallery is not None:
+                        self._send_outbox(Outbox(gallery))
                 except (GalleryError, sqlite3.Error) as e:
                     log.error("mqtt outbox: %s; retrying", e)
                     self.stop_event.wait(POLL_S)
@@ -454,6 +462,12 @@ class MqttLink:
                 with self._lock:
                     self._results.appendleft(payload)
                 return
+
+    def _send_held(self) -> None:
+        if self.held_events is not None:
+            self.held_events.publish_held(
+                lambda topic, payload: self._connected.is_set()
+                and self._publish(topic, payload, 1, False, watch=False) is not None)
 
     def _send_outbox(self, outbox: Outbox) -> None:
         while not self.stop_event.is_set():

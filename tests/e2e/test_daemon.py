@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from gpiozero.pins.mock import MockFactory
 
 from edge_app.config import parse_config
@@ -24,7 +24,7 @@ from edge_app.hardware.camera import OpenCVSource
 from edge_app.hardware.door import Door, DoorConfig
 from edge_app.recognizer import RecognitionPolicy, Recognizer
 from tests import conftest
-from tests.conftest import kiosk_frame
+from tests.conftest import fill_disk
 
 RELAY = 17
 FPS = 10
@@ -32,30 +32,6 @@ FPS = 10
 
 def write_video(path: Path, frames: list[np.ndarray]) -> Path:
     return conftest.write_video(path, frames, FPS)
-
-
-@pytest.fixture(scope="module")
-def scenes(pipeline, rgb):  # type: ignore[no-untyped-def]
-    """An empty hall, and each person walking up to the camera (the face grows frame by frame)."""
-    hall = np.full((480, 640, 3), 90, np.uint8)
-    cv2.rectangle(hall, (200, 50), (440, 480), (120, 110, 100), -1)  # a door frame, not a face
-
-    def walk(photo: str, n: int = 8) -> list[np.ndarray]:
-        img = rgb(photo)
-        box = pipeline.detector.detect(img)[0].box
-        return [kiosk_frame(img, box, face_fraction=0.28 + 0.01 * i) for i in range(n)]
-
-    return {"hall": hall, "walk": walk}
-
-
-@pytest.fixture
-def gallery_db(tmp_path, pipeline, model_set, rgb):  # type: ignore[no-untyped-def]
-    path = tmp_path / "gallery.db"
-    with Gallery(path) as g:
-        g.add_person("Obama")
-        e = pipeline.process(rgb("obama.jpg"), max_faces=1)[0].embedding
-        g.add_templates("Obama", e[None], model_sha=model_set.embedder_sha, masked=False)
-    return path
 
 
 def run_daemon(video: Path, gallery_db: Path, pipeline, model_set, config: str = ""):  # type: ignore[no-untyped-def]
@@ -327,10 +303,15 @@ def test_snapshots_only_when_asked_and_pruned(tmp_path, scenes, gallery_db, pipe
     _, _, _, events = run_daemon(write_video(tmp_path / "n.avi", frames), gallery_db, pipeline, model_set)
     assert "snapshot" not in events[0]["details"]
     snaps = tmp_path / "snaps"
-    _, daemon, _, events = run_daemon(write_video(tmp_path / "y.avi", frames), gallery_db, pipeline, model_set,
-                                      f'[events]\nsnapshots = true\nsnapshot_dir = "{snaps}"\n')
+    old = os.umask(0)  # faces are private whatever the umask of whoever started the kiosk
+    try:
+        _, daemon, _, events = run_daemon(write_video(tmp_path / "y.avi", frames), gallery_db, pipeline, model_set,
+                                          f'[events]\nsnapshots = true\nsnapshot_dir = "{snaps}"\n')
+    finally:
+        os.umask(old)
     shot = Path(events[-1]["details"]["snapshot"])
     assert shot.parent == snaps and shot.is_file() and cv2.imread(str(shot)) is not None
+    assert (stat.S_IMODE(snaps.stat().st_mode), stat.S_IMODE(shot.stat().st_mode)) == (0o700, 0o600)
     os.utime(shot, (time.time() - 8 * 86400,) * 2)  # older than the 7-day default
     with Gallery(gallery_db) as g:
         daemon.gallery = g
@@ -346,3 +327,21 @@ def test_off_a_pi_the_pins_are_simulated_with_a_loud_warning(caplog):
     caplog.clear()
     assert isinstance(pin_factory("mock"), MockFactory)
     assert "NOT A RASPBERRY PI" not in caplog.text
+
+
+def test_a_full_snapshot_disk_keeps_the_decision_its_event_and_the_pulse(tmp_path, scenes, gallery_db, pipeline,
+                                                                         model_set, small_tmpfs):
+    """Snapshots on a real tmpfs filled to the last byte: the write fails, nothing else does."""
+    snaps = small_tmpfs / "snaps"
+    snaps.mkdir()
+    fill_disk(small_tmpfs)
+    video = write_video(tmp_path / "f.avi", scenes["walk"]("obama2.jpg") + [scenes["hall"]] * 4)
+    code, daemon, relay, events = run_daemon(video, gallery_db, pipeline, model_set,
+                                             f'[events]\nsnapshots = true\nsnapshot_dir = "{snaps}"\n')
+    assert code == 0
+    relay.assert_states([False, True, False])
+    assert [(e["person_name"], e["reason"]) for e in events] == [("Obama", "granted")]
+    assert "No space left on device" in events[0]["details"]["snapshot_error"]
+    assert "snapshot" not in events[0]["details"]
+    assert list(snaps.iterdir()) == []  # no half-written face left behind
+    assert daemon.stats.granted == 1

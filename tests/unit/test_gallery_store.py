@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -460,3 +461,74 @@ def test_nested_operations_are_one_transaction(tmp_path):
             g.upsert_person("Ana", note="moved")
             g.replace_person_templates("Ana", np.ones((2, 4), np.float32), model_sha=sha, masked=False)
         assert g.get_person("Ana").note == "moved" and g.get_person("Ana").n_templates == 2
+
+
+# --- file modes, change detection, read-only filesystems ------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_gallery_files_and_new_folders_are_private_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    import stat
+
+    path = tmp_path / "new" / "sub" / "gallery.db"
+    old = os.umask(umask)
+    try:
+        with Gallery(path) as g:
+            g.add_person("Ann")  # the -wal and -shm files exist while it is open
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir()}
+            assert modes == {"gallery.db": 0o600, "gallery.db-wal": 0o600, "gallery.db-shm": 0o600}
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "new" / "sub").stat().st_mode) == 0o700
+
+
+def test_existing_folders_keep_their_mode(tmp_path: Path) -> None:
+    import stat
+
+    shared = tmp_path / "var-lib"
+    shared.mkdir(mode=0o750)
+    os.chmod(shared, 0o750)  # as systemd-tmpfiles makes /var/lib/edge-app
+    with Gallery(shared / "gallery.db"):
+        pass
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o750
+
+
+def test_data_version_moves_only_when_another_connection_commits(tmp_path: Path) -> None:
+    with Gallery(tmp_path / "g.db") as kiosk, Gallery(tmp_path / "g.db") as admin:
+        v0 = kiosk.data_version()
+        kiosk.add_person("Own")  # our own commits do not count: the kiosk knows about them
+        assert kiosk.data_version() == v0
+        admin.remove_person("Own")
+        v1 = kiosk.data_version()
+        assert v1 != v0
+        assert kiosk.data_version() == v1  # stable until the next foreign commit
+
+
+def test_read_only_filesystem_opens_read_only_and_refuses_writes(tmp_path: Path, read_only_bind) -> None:
+    from edge_app.gallery.kiosk import open_for_kiosk, storage_read_only
+
+    src = tmp_path / "src"
+    with Gallery(src / "gallery.db") as g:
+        g.add_person("Ann", valid_until="2030-01-01")
+    ro = read_only_bind(src) / "gallery.db"
+    with pytest.raises(GalleryError, match="unable to open database file"):
+        Gallery(ro)  # what the kiosk met before: it refused to start
+    assert storage_read_only(ro) and not storage_read_only(src / "gallery.db")
+    with open_for_kiosk(ro) as g:
+        assert g.read_only
+        assert [(p.name, p.valid_until) for p in g.list_persons()] == [("Ann", "2030-01-01")]
+        with pytest.raises(GalleryError, match="open read-only"):
+            g.record_event("access", reason="granted")
+        with pytest.raises(GalleryError, match="open read-only"):
+            g.add_person("Bob")
+    assert sorted(p.name for p in ro.parent.iterdir()) == ["gallery.db"]  # nothing was written beside it
+
+
+def test_open_for_kiosk_does_not_hide_other_errors(tmp_path: Path) -> None:
+    from edge_app.gallery.kiosk import open_for_kiosk
+
+    bad = tmp_path / "g.db"
+    bad.write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(GalleryError, match="g.db"):
+        open_for_kiosk(bad)
