@@ -110,8 +110,8 @@ def test_a_person_removed_with_the_cli_is_refused_within_a_second(tmp_path, scen
         m = re.search(rf"running kiosk reloaded gallery version (\d+) \({DEVICE}, within ([\d.]+) s\)", res.stderr)
         assert m, res.stderr + kiosk.log
         assert float(m.group(2)) < 1.0
-        denied = kiosk.count("denied: unknown_face")
-        assert kiosk.wait_for("denied: unknown_face", denied + 2), kiosk.log  # two more walk-ups, refused
+        denied = kiosk.count("reason unknown_face)")
+        assert kiosk.wait_for("reason unknown_face)", denied + 2), kiosk.log  # two more walk-ups, refused
     finally:
         code = kiosk.stop()
     assert code == 0, kiosk.log

@@ -12,7 +12,7 @@ import pytest
 from scripts.pad_attacks import Attack, attack_frames
 from tests import conftest
 from tests.conftest import kiosk_frame
-from tests.e2e.test_daemon import gallery_db, run_daemon
+from tests.e2e.test_daemon import run_daemon
 
 HALL = np.full((480, 640, 3), 90, np.uint8)
 
@@ -37,7 +37,6 @@ def replay_video(tmp_path: Path, pipe, rgb) -> Path:  # type: ignore[no-untyped-
     return conftest.write_video(tmp_path / "replay.avi", [HALL] * 2 + frames + [HALL] * 2)
 
 
-__all__ = ["gallery_db"]  # the enrolled gallery of test_daemon.py, used as a fixture here
 
 
 def test_a_replayed_photo_of_an_enrolled_person_is_refused_as_a_spoof(tmp_path, live_pipeline, model_set, rgb,
