@@ -248,11 +248,11 @@ def text_report(r: dict[str, Any]) -> str:
         "",
     ]
     th = [str(t) for t in r["threads"]]
-    head = f"{'build':<16}{'MB':>6}  " + "".join(f"{t + ' thr p50/p95 ms':>20}{'x f32':>7}" for t in th)
+    head = f"{'build':<18}{'MB':>6}  " + "".join(f"{t + ' thr p50/p95 ms':>20}{'x f32':>7}" for t in th)
     head += f"{'CPU ms 1 thr':>13}{'x f32':>7}{'cos f32 mean/min':>19}{'rank-1 masked':>15}{'unmasked':>10}"
     lines.append(head)
     for v in r["variants"]:
-        line = f"{v['variant'] + (' *' if v['shipped'] else ''):<16}{v['bytes'] / 1e6:>6.1f}  "
+        line = f"{v['variant'] + (' *' if v['shipped'] else ''):<18}{v['bytes'] / 1e6:>6.1f}  "
         for t in th:
             lat = v["latency"][t]
             line += f"{lat['median_ms']:>11.2f} /{lat['p95_ms']:>6.2f}{v['speedup_vs_float32'][t]:>7.2f}"
@@ -266,7 +266,7 @@ def text_report(r: dict[str, Any]) -> str:
             line += f"{'(another model)':>19}"
         lines.append(line)
     lines += ["", "kernels (ops on XNNPACK / all ops; the rest run on TFLite's built-in kernels):"]
-    lines += [f"  {v['variant']:<16}{v['kernels']}, {v['partitions']} partition(s)" for v in r["variants"]]
+    lines += [f"  {v['variant']:<18}{v['kernels']}, {v['partitions']} partition(s)" for v in r["variants"]]
     rm = r["variants"][0]["real_masked_dev"]
     lines.append(f"rank-1: {rm['gallery']['people']} people enrolled from one unmasked photo, each photo in turn "
                  f"({rm['gallery']['rounds']} rounds): {rm['masked']['probes']} masked, {rm['unmasked']['probes']} "

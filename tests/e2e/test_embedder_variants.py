@@ -81,7 +81,7 @@ def test_text_table_names_every_build(small_data: Path, work: Path, capsys) -> N
     assert ev.main(["--work", str(work), "--data", str(small_data), "--runs", "2", "--threads", "1"]) == 0
     text = capsys.readouterr().out
     for name in VARIANTS:
-        assert f"\n  {name:<16}XNNPACK: " in text
+        assert f"\n  {name:<18}XNNPACK: " in text
     assert f"{SHIPPED} *" in text
 
 
