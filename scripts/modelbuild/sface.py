@@ -8,7 +8,7 @@ them, docs/speed.md has the table). Shipped: "dynamic_xnnpack", int8 weights for
 and the embedding layer, float32 depthwise filters, float activations. Every op then runs on
 XNNPACK, whose dynamically quantized int8 kernels use VNNI / dot-product instructions; the plain
 dynamic-range build left 11 depthwise convolutions on TFLite's hybrid kernels (12 partitions), and
-full int8 leaves all 27 PReLUs on reference kernels (4x slower than float here) and loses accuracy.
+full int8 leaves all 27 PReLUs on reference kernels (3x slower than float here) and loses accuracy.
 
 Input: 112x112 RGB, raw pixels 0..255, aligned to the ArcFace 5-point template (eyes, nose tip,
 mouth corners); output 128-d, compared by cosine.
