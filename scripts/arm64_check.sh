@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# scripts/arm64_check.sh: prove the install and the kiosk on arm64 (Raspberry Pi OS = Debian bookworm / trixie)
+# under qemu user emulation, as a technician would do it on a Pi.
+#
+# For each suite: build (once, cached) an arm64 Debian root with mmdebstrap + qemu-user-static (Debian packages
+# only), then inside it: the README's first command (venv + pip install -e . + enroll + recognize on faces-dev),
+# `edge-app doctor` (camera = a video file), `edge-app run` on a video with simulated pins until it grants the
+# enrolled person, `provisioning/setup.sh --root`, the numpy decision for Pi OS (Debian's python3-numpy vs the
+# venv's), the unit tests that make sense off a Pi, and embeddings of the same photos compared with this
+# x86 host (cosine >= 0.999). Prints PASS/FAIL per step and the wheels pip resolved; exit 1 if anything failed.
+#
+# Usage: scripts/arm64_check.sh [--suite bookworm|trixie|all] [--cache DIR] [--rebuild] [--build-only]
+#        [--skip-tests] [--log FILE]
+# Needs root (chroot, mounts). The checkout and ../shared are bind-mounted read-only; the technician's
+# commands run in a copy of the checkout inside the root (an editable install writes into its source tree).
+set -euo pipefail
+export LC_ALL=C
+
+REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+DATA=${EDGE_APP_DATA:-$REPO/../shared/data}  # the project's data variable; mounted as ../shared/data
+CACHE=${XDG_CACHE_HOME:-/var/cache}/edge-app-arm64
+SUITES=(bookworm trixie)
+REBUILD=0
+BUILD_ONLY=0
+SKIP_TESTS=0
+# Debian packages of the root: what a Pi OS Lite image has that the install needs (python3-numpy: the
+# numpy python3-picamera2 is built against; python3-bottleneck: a Debian C extension built against that
+# numpy, the stand-in for picamera2's compiled dependencies, which Debian lacks; tzdata: setup.sh checks --timezone under /usr/share/zoneinfo).
+PACKAGES=python3,python3-venv,python3-pip,python3-numpy,python3-bottleneck,ca-certificates,tzdata,passwd
+MIRROR=http://deb.debian.org/debian
+
+die() { echo "arm64_check: $*" >&2; exit 2; }
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --suite) [ $# -ge 2 ] || die "--suite needs bookworm, trixie or all"
+                 case $2 in bookworm|trixie) SUITES=("$2");; all) ;; *) die "--suite: unknown suite '$2' (bookworm, trixie, all)";; esac
+                 shift 2;;
+        --cache) [ $# -ge 2 ] || die "--cache needs a directory"; CACHE=$2; shift 2;;
+        --rebuild) REBUILD=1; shift;;
+        --build-only) BUILD_ONLY=1; shift;;
+        --skip-tests) SKIP_TESTS=1; shift;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
+        *) die "unknown argument '$1' (--help lists them)";;
+    esac
+done
+[ "$(id -u)" = 0 ] || die "needs root (debootstrap-style chroot and bind mounts)"
+[ -f "$DATA/faces-dev/obama.jpg" ] || die "face photos not found in $DATA/faces-dev (set EDGE_APP_DATA)"
+DATA=$(cd -- "$DATA" && pwd -P)
+mkdir -p "$CACHE"
+
+now() { date +%s; }
+T0=$(now)
+RESULTS=()
+FAILED=0
+result() {  # result STATUS NAME DETAIL
+    RESULTS+=("$(printf '%-4s %-30s %s' "$1" "$2" "$3")")
+    [ "$1" = PASS ] || FAILED=1
+    printf '== %s %s %s\n' "$1" "$2" "$3"
+}
+
+ensure_host_tools() {
+    local need=()
+    command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+    [ -x /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || need+=(qemu-user-static)
+    [ -f /usr/share/keyrings/debian-archive-trixie-stable.gpg ] || need+=(debian-archive-keyring)
+    if [ ${#need[@]} -gt 0 ]; then
+        echo "installing host packages: ${need[*]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    fi
+}
+
+# In a container systemd-binfmt did not run: mount binfmt_misc and register qemu's aarch64 handler from
+# Debian's own file (flag F: the interpreter is opened now, so it works inside the chroot too).
+ensure_binfmt() {
+    local bm=/proc/sys/fs/binfmt_misc
+    [ -e $bm/register ] || mount -t binfmt_misc binfmt_misc $bm
+    if [ ! -e $bm/qemu-aarch64 ]; then
+        grep -v '^#' /usr/lib/binfmt.d/qemu-aarch64.conf > $bm/register
+    fi
+    [ "$(head -1 $bm/qemu-aarch64)" = enabled ] || die "binfmt handler qemu-aarch64 is not enabled"
+}
+
+# Never recurse into a mount (an interrupted mmdebstrap or chroot leaves /sys, /dev... mounted inside).
+unmount_under() {  # unmount_under DIR: every mount point below DIR, deepest first
+    local m
+    for m in $(findmnt -rn -o TARGET | grep -E "^$1(/|\$)" | sort -r); do umount -l "$m" || true; done
+}
+remove_tree() {
+    [ -e "$1" ] || return 0
+    unmount_under "$1"
+    rm -rf --one-file-system "$1"
+}
+
+build_root() {  # build_root SUITE -> $CACHE/root-SUITE
+    local suite=$1 root=$CACHE/root-$1 stamp
+    stamp="$suite $PACKAGES"
+    if [ $REBUILD = 0 ] && [ -f "$root/.edge-app-root" ] && [ "$(cat "$root/.edge-app-root")" = "$stamp" ]; then
+        echo "root $suite: cached in $root"
+        return 0
+    fi
+    remove_tree "$root"; remove_tree "$root.tmp"
+    local t=$(now)
+    echo "root $suite: building with mmdebstrap (arm64, qemu) ..."
+    nice -n 10 mmdebstrap --quiet --arch=arm64 --variant=minbase --include="$PACKAGES" \
+        --aptopt='Acquire::Retries "3"' "$suite" "$root.tmp" "$MIRROR" \
+        || { remove_tree "$root.tmp"; return 1; }
+    echo "$stamp" > "$root.tmp/.edge-app-root"
+    mv "$root.tmp" "$root"
+    echo "root $suite: built in $(( $(now) - t )) s"
+}
+
+# ---- inside a root ----
+ROOT_MOUNTED=""
+cleanup() { [ -z "$ROOT_MOUNTED" ] || unmount_under "$ROOT_MOUNTED"; ROOT_MOUNTED=""; }
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
+
+bind_ro() {  # bind_ro SRC DST
+    mkdir -p "$2"
+    mount --bind "$1" "$2"
+    mount -o remount,ro,bind "$2"
+}
+
+# pip inside the root uses the host's configuration: its files, PIP_* variables, CA bundle, and the local
+# directories they name (file:// indexes, find-links), bind-mounted read-only at the same paths.
+pip_setup() {  # pip_setup ROOT
+    local root=$1 f d
+    for f in /etc/pip.conf "$HOME/.config/pip/pip.conf" "$HOME/.pip/pip.conf"; do
+        [ -f "$f" ] || continue
+        mkdir -p "$root$(dirname "$f")"; cp "$f" "$root$f"
+    done
+    if [ -d /etc/xdg/pip ]; then mkdir -p "$root/etc/xdg"; rm -rf "$root/etc/xdg/pip"; cp -r /etc/xdg/pip "$root/etc/xdg/"; fi
+    for f in /etc/ssl/certs/ca-certificates.crt ${PIP_CERT:-} ${REQUESTS_CA_BUNDLE:-} ${SSL_CERT_FILE:-}; do
+        [ -f "$f" ] && { mkdir -p "$root$(dirname "$f")"; cp "$f" "$root$f"; }
+    done
+    cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+    for d in $( { python3 -m pip config list 2>/dev/null || true; env | grep '^PIP_' || true; } \
+                | grep -oE '(file://)?/[^ '"'"'"]+' | sed 's|^file://||' | sort -u); do
+        while [ ! -d "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done  # file:///x/simple/pkg -> existing dir
+        case $d in /|/etc|/etc/*|/tmp) continue;; esac
+        [ -d "$root$d" ] && findmnt -rn "$root$d" >/dev/null && continue
+        bind_ro "$d" "$root$d"
+    done
+}
+
+run_suite() {  # run_suite SUITE
+    local suite=$1 root=$CACHE/root-$1 out=$CACHE/out-$1 t
+    t=$(now)
+    if ! build_root "$suite"; then result FAIL "$suite:root" "mmdebstrap failed"; return; fi
+    result PASS "$suite:root" "$(( $(now) - t )) s ($(cat "$root/etc/debian_version"))"
+    rm -rf "$out"; mkdir -p "$out" "$CACHE/pip-$suite"
+    ROOT_MOUNTED=$root
+    mount -t proc proc "$root/proc"
+    mount --rbind /sys "$root/sys"; mount --make-rslave "$root/sys"
+    mount --rbind /dev "$root/dev"; mount --make-rslave "$root/dev"
+    bind_ro "$REPO" "$root/src"
+    bind_ro "$DATA" "$root/home/tech/shared/data"
+    mkdir -p "$root/out" "$root/root/.cache/pip"
+    mount --bind "$out" "$root/out"
+    mount --bind "$CACHE/pip-$suite" "$root/root/.cache/pip"  # warm runs reuse the downloaded wheels
+    pip_setup "$root"
+    t=$(now)
+    local envs=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb)
+    while IFS= read -r v; do envs+=("$v"); done < <(env | grep -E '^(PIP_|REQUESTS_CA_BUNDLE|SSL_CERT_FILE|SSL_CERT_DIR|https?_proxy|HTTPS?_PROXY|no_proxy|NO_PROXY)=' || true)
+    local args=()
+    [ $SKIP_TESTS = 1 ] && args+=(--skip-tests)
+    nice -n 10 chroot "$root" /usr/bin/env -i "${envs[@]}" bash /src/scripts/arm64_inside.sh "${args[@]}" \
+        2>&1 | tee "$out/inside.log" | sed "s/^/[$suite] /"
+    while read -r _ status name detail; do result "$status" "$suite:$name" "$detail"; done \
+        < <(grep '^RESULT ' "$out/inside.log")
+    grep -q '^RESULT PASS readme' "$out/inside.log" || result FAIL "$suite:inside" "stopped early, see $out/inside.log"
+    cleanup
+    echo "[$suite] steps inside the root: $(( $(now) - t )) s"
+    local e
+    for e in sface dlib; do
+        if [ -f "$out/emb-$e.json" ] && "$HOST_PY" "$REPO/scripts/embeddings.py" compare "$out/emb-$e.json" \
+                "$CACHE/host-emb-$e.json" --min-cosine 0.999 > "$out/compare-$e.txt"; then
+            result PASS "$suite:arm-vs-x86-$e" "$(grep -c 'cosine' "$out/compare-$e.txt") photos, min cosine $(grep -oE 'cosine [0-9.]+' "$out/compare-$e.txt" | sort -k2 -n | head -1 | cut -d' ' -f2)"
+        else
+            result FAIL "$suite:arm-vs-x86-$e" "see $out/compare-$e.txt"
+        fi
+        cat "$out/compare-$e.txt" 2>/dev/null | sed "s/^/[$suite] /"
+    done
+    WHEELS+=("[$suite] $(grep -E '^WHEEL (ai-edge-litert|ai_edge_litert|numpy|opencv-python-headless|gpiozero|cryptography|paho-mqtt)==' "$out/wheels.txt" | cut -d' ' -f2- | tr '\n' ';' | sed 's/;/; /g')")
+}
+
+host_embeddings() {  # the x86 side: this checkout's venv, or a scratch one
+    HOST_PY=$REPO/.venv/bin/python
+    if [ ! -x "$HOST_PY" ]; then
+        [ -x "$CACHE/host-venv/bin/python" ] || { python3 -m venv "$CACHE/host-venv" && "$CACHE/host-venv/bin/pip" install -q "$REPO"; }
+        HOST_PY=$CACHE/host-venv/bin/python
+    fi
+    local e
+    for e in sface dlib; do
+        "$HOST_PY" "$REPO/scripts/embeddings.py" dump "$DATA/faces-dev" --out "$CACHE/host-emb-$e.json" --embedder "$e" 2>/dev/null
+    done
+}
+
+# ---- main (checks are appended below) ----
+ensure_host_tools
+ensure_binfmt
+if [ $BUILD_ONLY = 1 ]; then
+    for s in "${SUITES[@]}"; do build_root "$s"; done
+    exit 0
+fi
+WHEELS=()
+host_embeddings
+for s in "${SUITES[@]}"; do run_suite "$s"; done
+echo
+echo "==== arm64 check: $(date -u '+%Y-%m-%d %H:%M UTC'), host $(uname -m) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, cache $CACHE"
+printf '%s\n' "${RESULTS[@]}"
+echo "wheels pip resolved:"
+printf '  %s\n' "${WHEELS[@]}"
+echo "total $(( $(now) - T0 )) s; $([ $FAILED = 0 ] && echo 'ALL PASSED' || echo 'SOME FAILED')"
+exit $FAILED
