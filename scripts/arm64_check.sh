@@ -135,10 +135,13 @@ pip_setup() {  # pip_setup ROOT
         [ -f "$f" ] && { mkdir -p "$root$(dirname "$f")"; cp "$f" "$root$f"; }
     done
     cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
-    for d in $( { python3 -m pip config list 2>/dev/null || true; env | grep '^PIP_' || true; } \
-                | grep -oE '(file://)?/[^ '"'"'"]+' | sed 's|^file://||' | sort -u); do
-        while [ ! -d "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done  # file:///x/simple/pkg -> existing dir
-        case $d in /|/etc|/etc/*|/tmp) continue;; esac
+    for d in $( { cat /etc/pip.conf "$HOME/.config/pip/pip.conf" "$HOME/.pip/pip.conf" /etc/xdg/pip/pip.conf 2>/dev/null
+                  env | grep '^PIP_' || true; } \
+                | grep -oE '(file://)?/[^/ '"'"'"][^ '"'"'"]*' | sed 's|^file://||' | sort -u); do
+        # The index's pages link to files beside it (/opt/pypi/simple -> /opt/pypi/files): mount the top two levels.
+        d=$(printf '%s' "$d" | cut -d/ -f1-3)
+        case $d in /|/etc|/etc/*|/tmp|/tmp/*|/usr|/usr/*|/var|/var/*|/proc*|/sys*|/dev*) continue;; esac
+        [ -d "$d" ] || continue
         [ -d "$root$d" ] && findmnt -rn "$root$d" >/dev/null && continue
         bind_ro "$d" "$root$d"
     done
@@ -166,9 +169,9 @@ run_suite() {  # run_suite SUITE
     local args=()
     [ $SKIP_TESTS = 1 ] && args+=(--skip-tests)
     nice -n 10 chroot "$root" /usr/bin/env -i "${envs[@]}" bash /src/scripts/arm64_inside.sh "${args[@]}" \
-        2>&1 | tee "$out/inside.log" | sed "s/^/[$suite] /"
+        2>&1 | tee "$out/inside.log" | sed "s/^/[$suite] /" || true  # its RESULT lines tell what failed
     while read -r _ status name detail; do result "$status" "$suite:$name" "$detail"; done \
-        < <(grep '^RESULT ' "$out/inside.log")
+        < <(grep '^RESULT ' "$out/inside.log" || true)
     grep -q '^RESULT PASS readme' "$out/inside.log" || result FAIL "$suite:inside" "stopped early, see $out/inside.log"
     cleanup
     echo "[$suite] steps inside the root: $(( $(now) - t )) s"
@@ -182,7 +185,7 @@ run_suite() {  # run_suite SUITE
         fi
         cat "$out/compare-$e.txt" 2>/dev/null | sed "s/^/[$suite] /"
     done
-    WHEELS+=("[$suite] $(grep -E '^WHEEL (ai-edge-litert|ai_edge_litert|numpy|opencv-python-headless|gpiozero|cryptography|paho-mqtt)==' "$out/wheels.txt" | cut -d' ' -f2- | tr '\n' ';' | sed 's/;/; /g')")
+    WHEELS+=("[$suite] $(grep -E '^WHEEL (ai-edge-litert|ai_edge_litert|numpy|opencv-python-headless|gpiozero|cryptography|paho-mqtt)==' "$out/wheels.txt" 2>/dev/null | cut -d' ' -f2- | tr '\n' ';' | sed 's/;/; /g' || true)")
 }
 
 host_embeddings() {  # the x86 side: this checkout's venv, or a scratch one

@@ -79,7 +79,7 @@ path = "$GALLERY"
 EOF
 step doctor .venv/bin/edge-app doctor --config "$WORK/kiosk.toml"
 granted() {
-    .venv/bin/edge-app --config "$WORK/kiosk.toml" run || return 1
+    .venv/bin/edge-app run --config "$WORK/kiosk.toml" || return 1
     .venv/bin/python - "$GALLERY" <<'EOF'
 import sqlite3, sys
 rows = sqlite3.connect(sys.argv[1]).execute(
@@ -95,7 +95,7 @@ STAGE=$WORK/stage
 rm -rf "$STAGE"
 step setup-root provisioning/setup.sh --root "$STAGE" --device-id arm64-check --relay-pin 17 --contact-pin 27
 step setup-root-again bash -c "provisioning/setup.sh --root '$STAGE' --device-id arm64-check --relay-pin 17 \
-    --contact-pin 27 | tee /dev/stderr | grep -q '0 changed'"
+    --contact-pin 27 | tee /dev/stderr | grep -q '^setup: 0 changed'"
 
 # 5. Pi OS numpy: the kiosk venv sees apt's packages (python3-picamera2 on a Pi); its numpy must keep the major
 #    version of Debian's, else C extensions built against Debian's numpy break. python3-bottleneck is such an
@@ -121,7 +121,7 @@ if [ $SKIP_TESTS = 0 ]; then
     .venv/bin/pip install -q pytest >/dev/null
     step unit-tests env EDGE_APP_FACES_DEV="$FACES" .venv/bin/python -m pytest -q -p no:cacheprovider \
         tests/unit/test_config.py tests/unit/test_door.py tests/unit/test_feedback.py tests/unit/test_platform.py \
-        tests/unit/test_access.py tests/unit/test_gallery_store.py tests/unit/test_matcher.py \
+        tests/unit/test_model_stats.py tests/unit/test_access.py tests/unit/test_gallery_store.py tests/unit/test_matcher.py \
         tests/unit/test_quality.py tests/unit/test_sdnotify.py tests/unit/test_security.py
 fi
 exit 0
