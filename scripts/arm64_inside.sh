@@ -2,11 +2,20 @@
 # Run by scripts/arm64_check.sh inside the arm64 root (chroot): the technician's steps on a fresh Pi OS.
 # Layout made by the caller: /src = the checkout (read-only), /home/tech/shared/data = the photos (read-only),
 # /out = results for the host (rw). Prints "RESULT PASS|FAIL name detail" lines; the caller tallies them.
-# Usage: arm64_inside.sh [--skip-tests]
+# Usage: arm64_inside.sh [--skip-tests] [--cpu LABEL] [--embeddings-only]
 set -uo pipefail
 export LC_ALL=C.UTF-8 HOME=/root PYTHONDONTWRITEBYTECODE=1
 SKIP_TESTS=0
-[ "${1:-}" = --skip-tests ] && SKIP_TESTS=1
+EMBEDDINGS_ONLY=0
+CPU=pi4  # which Pi's core qemu emulates (the caller sets QEMU_CPU); names the embedding files
+while [ $# -gt 0 ]; do
+    case $1 in
+        --skip-tests) SKIP_TESTS=1; shift;;
+        --embeddings-only) EMBEDDINGS_ONLY=1; shift;;  # after a full run: the venv is there
+        --cpu) CPU=$2; shift 2;;
+        *) echo "arm64_inside: unknown argument $1" >&2; exit 2;;
+    esac
+done
 WORK=/home/tech
 APP=$WORK/edge-app
 OUT=/out
@@ -25,8 +34,19 @@ step() {  # step NAME CMD...: run, time, report
     return $rc
 }
 
-echo "arm64 root: $(. /etc/os-release; echo "$PRETTY_NAME"), $(uname -m), $(python3 --version)," \
+echo "arm64 root: $(. /etc/os-release; echo "$PRETTY_NAME"), $(uname -m) (qemu: ${QEMU_CPU:-max}), $(python3 --version)," \
      "Debian numpy $(python3 -c 'import numpy; print(numpy.__version__)')"
+
+embeddings() {  # 2. every dev photo through both embedders, for the host to compare with its own
+    cd "$APP" || return 1
+    step "embeddings-$CPU-sface" .venv/bin/python scripts/embeddings.py dump "$FACES" --out "$OUT/emb-$CPU-sface.json"
+    step "embeddings-$CPU-dlib" .venv/bin/python scripts/embeddings.py dump "$FACES" --out "$OUT/emb-$CPU-dlib.json" \
+        --embedder dlib
+}
+if [ $EMBEDDINGS_ONLY = 1 ]; then
+    embeddings
+    exit 0
+fi
 
 # A clone as a technician has it: the working tree without the host's venv or caches.
 rm -rf "$APP" && mkdir -p "$APP"
@@ -48,19 +68,24 @@ for d in .venv/lib/python3*/site-packages/*.dist-info; do
     echo "WHEEL $name==$ver ${tag:-}"
 done | sort -f > "$OUT/wheels.txt"
 
-# 2. Embeddings of every dev photo, for the host to compare with its own.
-step embeddings-sface .venv/bin/python scripts/embeddings.py dump "$FACES" --out "$OUT/emb-sface.json"
-step embeddings-dlib .venv/bin/python scripts/embeddings.py dump "$FACES" --out "$OUT/emb-dlib.json" --embedder dlib
+embeddings
 
 # 3. doctor and the door daemon, camera = a video of Obama walking up (his enrolment photo is not in it).
 .venv/bin/python - "$FACES" "$WORK/walkup.avi" <<'EOF'
 import sys
 import cv2
 from edge_app.imageio import read_image
-img = cv2.resize(read_image(f"{sys.argv[1]}/obama2.jpg"), (640, 480))
+import numpy as np
+photo = read_image(f"{sys.argv[1]}/obama2.jpg")
+h, w = photo.shape[:2]
+scale = min(640 / w, 480 / h)  # keep the aspect ratio: a squashed face is somebody else
+small = cv2.resize(photo, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+frame = np.full((480, 640, 3), 90, np.uint8)
+y, x = (480 - small.shape[0]) // 2, (640 - small.shape[1]) // 2
+frame[y:y + small.shape[0], x:x + small.shape[1]] = small
 out = cv2.VideoWriter(sys.argv[2], cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (640, 480))
 for _ in range(12):
-    out.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    out.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
 out.release()
 EOF
 GALLERY=$HOME/.local/share/edge-app/gallery.db   # where the README's enroll put Obama
@@ -92,7 +117,7 @@ step run-grants granted
 
 # 4. provisioning/setup.sh staged under a directory: a real venv with --system-site-packages, real pip install.
 STAGE=$WORK/stage
-rm -rf "$STAGE"
+rm -rf "$STAGE" && mkdir -p "$STAGE"
 step setup-root provisioning/setup.sh --root "$STAGE" --device-id arm64-check --relay-pin 17 --contact-pin 27
 step setup-root-again bash -c "provisioning/setup.sh --root '$STAGE' --device-id arm64-check --relay-pin 17 \
     --contact-pin 27 | tee /dev/stderr | grep -q '^setup: 0 changed'"

@@ -3,9 +3,10 @@
     python scripts/embeddings.py dump PHOTO_DIR --out emb.json [--embedder sface|dlib]
     python scripts/embeddings.py compare A.json B.json [--min-cosine 0.999]
 
-dump: the largest face of each photo, embedded as the device does (ModelSet.pipeline), with the machine it
-ran on. compare: cosine per photo between two dumps; exit 1 if any is below --min-cosine or a photo has a face
-in one dump and not the other.
+dump: the largest face of each photo, embedded as the device does (ModelSet.pipeline), with whether it passed
+the quality gates and the machine it ran on. compare: cosine per photo between two dumps; exit 1 if a face that
+passed the gates (on either side) is below --min-cosine, or a photo has a face in one dump and not the other.
+Faces below the gates are listed but not held to the bound: the device never matches them.
 """
 
 from __future__ import annotations
@@ -31,17 +32,21 @@ def dump(folder: Path, embedder: str) -> dict[str, object]:
     if not photos:
         raise SystemExit(f"embeddings: no photos ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     out: dict[str, list[float] | None] = {}
+    low: list[str] = []
     for p in photos:
         faces = pipe.process(read_image(p), max_faces=1)
         emb = faces[0].embedding if faces else None
         out[p.name] = None if emb is None else [float(x) for x in emb]
+        if faces and not faces[0].quality.passed:
+            low.append(p.name)
     return {"machine": platform.machine(), "python": platform.python_version(), "runtime": runtime_name(),
-            "numpy": np.__version__, "embedder": embedder, "embeddings": out}
+            "numpy": np.__version__, "embedder": embedder, "embeddings": out, "low_quality": low}
 
 
 def compare(a: dict[str, object], b: dict[str, object], min_cosine: float) -> tuple[list[str], bool]:
     ea, eb = a["embeddings"], b["embeddings"]
     assert isinstance(ea, dict) and isinstance(eb, dict)
+    low = set(a.get("low_quality", [])) | set(b.get("low_quality", []))  # type: ignore[call-overload]
     lines, ok = [], True
     for name in sorted(set(ea) | set(eb)):
         va, vb = ea.get(name), eb.get(name)
@@ -52,6 +57,9 @@ def compare(a: dict[str, object], b: dict[str, object], min_cosine: float) -> tu
             continue
         x, y = np.asarray(va), np.asarray(vb)
         cos = float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
+        if name in low:
+            lines.append(f"{name}: cosine {cos:.6f} (below the quality gates: never matched, not held to the bound)")
+            continue
         ok &= cos >= min_cosine
         lines.append(f"{name}: cosine {cos:.6f}")
     return lines, ok
