@@ -128,8 +128,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         matcher = Matcher.from_gallery(gallery, ms.embedder_sha)
         factory = pin_factory(cfg.door.pins)
         door = Door(door_config(args), factory, on_event=on_door_event)
-        feedback = Feedback(cfg.feedback, factory) if cfg.feedback.pins else None
+        feedback: Feedback | None = None
         try:
+            feedback = Feedback(cfg.feedback, factory) if cfg.feedback.pins else None
             control = None
             if cfg.mqtt.enabled:
                 link, control = build_control(cfg, gallery, ms, pipe, door, device_id, stop)
