@@ -185,10 +185,16 @@ host_embeddings() {  # host_embeddings SUITE -> $CACHE/out-SUITE/host-emb-{sface
     local suite=$1 out=$CACHE/out-$1 pins venv e
     pins=("numpy==$(wheel_version "$suite" numpy)" "opencv-python-headless==$(wheel_version "$suite" opencv-python-headless)"
           "ai-edge-litert==$(wheel_version "$suite" ai-edge-litert)")
-    venv=$CACHE/host-venv-$(printf '%s\n' "${pins[@]}" | md5sum | cut -c1-8)
+    # The root's Python minor version too (numpy 2.5 needs 3.12+): python3.X on PATH, or pyenv's, else python3.
+    local minor py
+    minor=$(sed -n 's/^WHEEL numpy==[^ ]* cp3\([0-9]*\)-.*/3.\1/p' "$out/wheels.txt" | head -1)
+    py=$(command -v "python$minor" || ls -d "$HOME"/.pyenv/versions/"$minor".*/bin/python3 2>/dev/null | tail -1 \
+         || command -v python3)
+    venv=$CACHE/host-venv-$(printf '%s\n' "$minor" "${pins[@]}" | md5sum | cut -c1-8)
     if [ ! -x "$venv/bin/python" ]; then
-        python3 -m venv "$venv" && "$venv/bin/pip" install -q "${pins[@]}" 2>&1 | grep -v 'is ignored' || true
+        "$py" -m venv "$venv" && "$venv/bin/pip" install -q "${pins[@]}" 2>&1 | grep -v 'is ignored' || true
     fi
+    echo "[$suite] x86 side: $("$venv/bin/python" --version 2>&1), ${pins[*]}"
     for e in sface dlib; do
         PYTHONPATH=$REPO "$venv/bin/python" "$REPO/scripts/embeddings.py" dump "$DATA/faces-dev" \
             --out "$out/host-emb-$e.json" --embedder "$e" 2>/dev/null || true
