@@ -188,8 +188,10 @@ host_embeddings() {  # host_embeddings SUITE -> $CACHE/out-SUITE/host-emb-{sface
     # The root's Python minor version too (numpy 2.5 needs 3.12+): python3.X on PATH, or pyenv's, else python3.
     local minor py
     minor=$(sed -n 's/^WHEEL numpy==[^ ]* cp3\([0-9]*\)-.*/3.\1/p' "$out/wheels.txt" | head -1)
-    py=$(command -v "python$minor" || ls -d "$HOME"/.pyenv/versions/"$minor".*/bin/python3 2>/dev/null | tail -1 \
-         || command -v python3)
+    for py in "$HOME"/.pyenv/versions/"$minor".*/bin/python3 "$(command -v "python$minor" || true)" python3; do
+        # A pyenv shim exists for every version but runs only the active ones: ask the interpreter itself.
+        "$py" -c "import sys; sys.exit(sys.version[:${#minor}] != '$minor')" 2>/dev/null && break
+    done
     venv=$CACHE/host-venv-$(printf '%s\n' "$minor" "${pins[@]}" | md5sum | cut -c1-8)
     if [ ! -x "$venv/bin/python" ]; then
         "$py" -m venv "$venv" && "$venv/bin/pip" install -q "${pins[@]}" 2>&1 | grep -v 'is ignored' || true
