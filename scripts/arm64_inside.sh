@@ -54,6 +54,8 @@ tar -C /src --exclude=./.venv --exclude=./.git --exclude='*.egg-info' --exclude=
     --exclude=./.mypy_cache --exclude=./.ruff_cache --exclude=./.pytest_cache -cf - . | tar -C "$APP" -xf -
 cd "$APP" || exit 1
 
+rm -rf "$HOME/.local/share/edge-app"  # the README's gallery: a fresh Pi has none (the root is reused between runs)
+
 # 1. The README's first command, word for word (taken from README.md so the two cannot drift apart).
 readme_cmd=$(awk '/^## Set up a fresh machine/{f=1} f && /^    python3 -m venv/{sub(/^    /, ""); print; exit}' README.md)
 [ -n "$readme_cmd" ] || { result FAIL readme "no 'python3 -m venv' command under '## Set up a fresh machine'"; exit 1; }
