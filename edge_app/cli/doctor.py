@@ -187,9 +187,6 @@ def skip_list(args: argparse.Namespace) -> set[str]:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     checks: list[Check] = []
-    b = board()
-    if "platform" not in skip_list(args):
-        checks.append(_run("platform", lambda: doctor_pi.check_platform(b)))
     try:
         cfg = settings(args)
         checks.append(Check("config", OK, str(cfg.source) if cfg.source else "no file: built-in defaults"))
@@ -201,6 +198,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         checks.append(Check("config", FAIL, str(exc)))
         cfg = None
     skip = skip_list(args)
+    b = board()
+    if "platform" not in skip:  # also when the config failed: a 32-bit OS explains more than the file
+        checks.append(_run("platform", lambda: doctor_pi.check_platform(b)))
     if cfg is not None:
         plan: list[tuple[str, Callable[[], tuple[str, str]]]] = [
             ("models", lambda: check_models(args)),
