@@ -93,7 +93,8 @@ def test_bad_config_is_a_failed_check_not_a_crash(tmp_path, capsys):
     cfg.write_text("[door]\nrelay_pn = 17\n")
     code, out = run(capsys, "doctor", "--config", str(cfg))
     assert code == EXIT_ERROR
-    assert out.splitlines()[0].split()[:2] == ["config", "FAIL"] and 'relay_pn: unknown key, did you mean "relay_pin"?' in out
+    assert out.splitlines()[0].split()[:2] == ["config", "FAIL"]
+    assert 'relay_pn: unknown key, did you mean "relay_pin"?' in out
     code, out = run(capsys, "doctor", "--config", str(tmp_path / "nope.toml"), "--skip", "camera")
     assert code == EXIT_ERROR and "nope.toml: config file not found" in out
 
