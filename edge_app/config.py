@@ -29,6 +29,7 @@ __all__ = [
     "DeviceConfig",
     "DoorSection",
     "EventsConfig",
+    "FeedbackConfig",
     "GalleryConfig",
     "LivenessConfig",
     "ModelsConfig",
@@ -162,6 +163,39 @@ class DoorSection:
             raise ValueError(f"relay_pin, contact_pin and exit_button_pin must differ, got {used}")
 
 
+_PIN = rule(lo=0, hi=53)  # BCM numbers
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """Optional LEDs and buzzer at the door (edge_app.hardware.feedback); no pin set = no feedback."""
+
+    green_pin: int | None = field(default=None, metadata=_PIN)
+    red_pin: int | None = field(default=None, metadata=_PIN)
+    blue_pin: int | None = field(default=None, metadata=_PIN)  # only with rgb = true
+    rgb: bool = False  # red/green/blue pins are one RGB LED
+    led_active_high: bool = True  # false: common-anode RGB LED, or LEDs wired to 3V3
+    buzzer_pin: int | None = field(default=None, metadata=_PIN)
+    buzzer_active_high: bool = True
+    show_seconds: float = field(default=2.0, metadata=rule(lo=0.2, hi=30))  # how long the LED tells the outcome
+
+    def __post_init__(self) -> None:
+        used = list(self.pins.items())
+        for i, (name, pin) in enumerate(used):
+            for other, other_pin in used[:i]:
+                if pin == other_pin:
+                    raise ValueError(f"{name} and {other} both use GPIO {pin}")
+        if self.rgb and None in (self.red_pin, self.green_pin, self.blue_pin):
+            raise ValueError("rgb = true needs red_pin, green_pin and blue_pin")
+        if not self.rgb and self.blue_pin is not None:
+            raise ValueError("blue_pin: only used with rgb = true (one RGB LED)")
+
+    @property
+    def pins(self) -> dict[str, int]:
+        return {f"{n}_pin": p for n in ("green", "red", "blue", "buzzer")
+                if (p := getattr(self, f"{n}_pin")) is not None}
+
+
 @dataclass(frozen=True)
 class EventsConfig:
     retention_days: int = field(default=90, metadata=rule(lo=1, hi=3650))
@@ -229,11 +263,20 @@ class Config:
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     door: DoorSection = field(default_factory=DoorSection)
     events: EventsConfig = field(default_factory=EventsConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     gallery: GalleryConfig = field(default_factory=GalleryConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     # Where it was read from; not compared, so equal settings are equal configs.
     source: Path | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        door = {n: getattr(self.door, n) for n in ("relay_pin", "contact_pin", "exit_button_pin")}
+        for name, pin in self.feedback.pins.items():
+            clash = [n for n, p in door.items() if p == pin]
+            if clash:  # an LED or buzzer wired to the relay would open the door on every beep
+                raise ConfigError(f"{self.source or '<config>'}: [feedback] {name}: GPIO {pin} is [door] {clash[0]}; "
+                                  "feedback outputs never share a door pin")
 
 
 DEFAULT = Config()

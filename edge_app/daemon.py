@@ -37,6 +37,7 @@ from edge_app.gallery.matcher import Matcher
 from edge_app.gallery.store import Gallery
 from edge_app.hardware.camera import Frame, FrameSource
 from edge_app.hardware.door import Door, DoorEvent
+from edge_app.hardware.feedback import Feedback, pattern_for
 from edge_app.imageio import encode_image
 from edge_app.mqtt.control import ControlPlane
 from edge_app.recognizer import Recognition, Recognizer
@@ -94,7 +95,7 @@ class Daemon:
     def __init__(self, config: Config, source: FrameSource, recognizer: Recognizer, gallery: Gallery, door: Door,
                  model_sha: str, device_id: str | None = None, stop: threading.Event | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC), realtime: bool = False,
-                 control: ControlPlane | None = None) -> None:
+                 control: ControlPlane | None = None, feedback: Feedback | None = None) -> None:
         self.config, self.source, self.recognizer, self.gallery, self.door = config, source, recognizer, gallery, door
         self.model_sha = model_sha
         self.device_id = device_id or config.device.id or socket.gethostname()
@@ -109,6 +110,7 @@ class Daemon:
             cooldown_s=acc.cooldown_seconds)
         self.stats = Stats()
         self.control = control  # MQTT: events out, state, admin commands in (None: no broker configured)
+        self.feedback = feedback  # LEDs and buzzer at the door (None: none fitted)
         self._state_dirty = threading.Event()
         self._last_state = -math.inf
         self._fps_mark = (time.monotonic(), 0)
@@ -358,6 +360,8 @@ class Daemon:
         decisions = self.controller.observe(recs, self.now())
         by_track = {t.id: t for t in self.controller.tracker.tracks} if decisions else {}
         for d in decisions:
+            if self.feedback is not None:
+                self.feedback.show(pattern_for(d.reason.value))
             if d.granted:
                 self.door.unlock(reason="grant")
                 self.stats.granted += 1

@@ -93,3 +93,7 @@ class CommandRejected(EdgeAppError, ValueError):
     def __reduce__(self) -> tuple[type[CommandRejected], tuple[str, str, str | None]]:
         # The default pickling passes args only, which does not fit __init__.
         return type(self), (self.reason, str(self.args[0]) if self.args else "", self.command_id)
+
+
+class PlatformError(EdgeAppError, RuntimeError):
+    """The machine cannot run the kiosk (32-bit OS)."""

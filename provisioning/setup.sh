@@ -40,6 +40,7 @@ Usage: provisioning/setup.sh --device-id ID [flags]
 
 Provision this machine as an edge-app door kiosk (run as root), or stage the same tree under a directory
 (--root DIR, as anyone). Non-interactive; without --device-id it asks for one only when stdin is a terminal.
+64-bit only: a 32-bit ARM OS (armv7l, or a 32-bit userland on a 64-bit kernel) is refused (exit 1).
 
 Device and door:
   --device-id ID            required; 1-64 of A-Z a-z 0-9 _ -   ([device] id, MQTT topics)
@@ -95,6 +96,23 @@ die_usage() {
 die() {
     printf '%s: error: %s\n' "$PROG" "$1" >&2
     exit 1
+}
+
+# What the board is; the variables let tests play another board (edge_app.hardware.pi does the same).
+DT_MODEL=${EDGE_APP_DEVICE_TREE_MODEL:-/proc/device-tree/model}
+MACHINE=${EDGE_APP_MACHINE:-$(uname -m)}
+USER_BITS=${EDGE_APP_USER_BITS:-$(getconf LONG_BIT 2>/dev/null || echo 64)}
+APT_PYTHON_DIR=${EDGE_APP_APT_PYTHON_DIR:-/usr/lib/python3/dist-packages}  # apt's python3-* packages
+
+check_64bit() {  # ai-edge-litert and OpenCV publish no 32-bit ARM wheels
+    local what=""
+    case $MACHINE in
+        armv6l | armv7l | armv8l | armhf | arm) what="this is $MACHINE (32-bit ARM)" ;;
+        aarch64 | arm64) [[ $USER_BITS == 32 ]] && what="the kernel is $MACHINE but the OS is 32-bit" ;;
+    esac
+    if [[ -n $what ]]; then
+        die "edge-app needs a 64-bit OS: $what. Flash 'Raspberry Pi OS (64-bit)' (bookworm or trixie); a Pi 3, 4, 5 or Zero 2 W runs it."
+    fi
 }
 
 CHANGED=0
@@ -342,7 +360,8 @@ validate() {
         *) die_usage "--lock-type: expected fail_secure or fail_safe, got '$LOCK_TYPE'" ;;
     esac
 
-    if [[ -r /proc/device-tree/model ]] && grep -qa 'Raspberry Pi' /proc/device-tree/model; then
+    check_64bit
+    if [[ -r $DT_MODEL ]] && grep -qa 'Raspberry Pi' "$DT_MODEL"; then
         ON_PI=1
     fi
     if given --camera; then
@@ -593,7 +612,8 @@ note_restart() {
 step_apt() {
     local pkgs=(python3-venv) missing=() pkg status
     if ((ON_PI)); then
-        pkgs+=(python3-picamera2)
+        # lgpio: gpiozero's pin factory; the only one that drives a Pi 5's GPIO (RP1), fine on a Pi 4.
+        pkgs+=(python3-picamera2 python3-lgpio)
     fi
     if [[ -n $ROOT ]]; then
         printf 'apt: skipped with --root; the target needs: %s\n' "${pkgs[*]}"
@@ -801,6 +821,37 @@ found = [d.version for d in m.distributions(path=[sysconfig.get_path("purelib")]
 print(found[0] if found else "")' || true
 }
 
+# The venv sees apt's packages (--system-site-packages: python3-picamera2 exists only there). Their C parts
+# are built against apt's numpy, so the venv's numpy keeps its major version: numpy<2 on bookworm (apt 1.24),
+# numpy 2 on trixie. OpenCV 4.12 and later need numpy 2, hence its cap. docs/arm64.md has the test.
+apt_numpy() {  # PYTHON -> version of apt's python3-numpy, or nothing
+    pyq "$1" -c 'import importlib.metadata as m, sys
+print(next((d.version for d in m.distributions(path=[sys.argv[1]])
+            if (d.metadata["Name"] or "").lower() == "numpy"), ""))' "$APT_PYTHON_DIR" || true
+}
+
+numpy_pins() {  # PYTHON -> extra pip requirements that keep numpy at apt's major version
+    local v
+    v=$(apt_numpy "$1")
+    if [[ $v == 1.* ]]; then
+        printf '%s %s' 'numpy<2' 'opencv-python-headless<4.12'
+    fi
+}
+
+check_numpy() {  # PYTHON: the venv's numpy (if any) has apt's major version
+    local apt venv
+    apt=$(apt_numpy "$1")
+    venv=$(pyq "$1" -c 'import importlib.metadata as m; print(m.version("numpy"))' 2>/dev/null) || venv=""
+    if [[ -n $apt && -n $venv && ${apt%%.*} != "${venv%%.*}" ]]; then
+        die "numpy $venv in $VENV but apt's python3-numpy is $apt: apt's python3-picamera2 would not import; pip install 'numpy<${venv%%.*}' into the venv"
+    fi
+    if [[ -n $venv && -n $apt ]]; then
+        printf 'ok: numpy %s in the venv, apt has %s: same major version\n' "$venv" "$apt"
+    elif [[ -n $venv ]]; then
+        printf 'ok: numpy %s in the venv\n' "$venv"
+    fi
+}
+
 step_venv() {
     ensure_dir "$PREFIX" 755 0 0
     local venv=$ROOT$VENV
@@ -819,6 +870,10 @@ step_venv() {
         local pip=("$venv/bin/python" -m pip install --disable-pip-version-check --no-input --quiet)
         if ((PIP_NO_DEPS)); then
             pip+=(--no-deps)
+        else
+            local pins
+            read -ra pins <<<"$(numpy_pins "$PYTHON")"
+            pip+=("${pins[@]}")
         fi
         run "${pip[@]}" "$PACKAGE"
         changed "edge-app ${want:-from $PACKAGE} installed in $VENV (was: ${have:-not installed})"
@@ -827,6 +882,7 @@ step_venv() {
     if ((!DRY_RUN)); then
         have=$(installed_version)
         [[ -n $have ]] || die "pip finished but edge-app is not installed in $VENV"
+        check_numpy "$venv/bin/python"
     fi
     # The models ship inside the package (edge_app/models_tflite); check that the installed one has them.
     if [[ -n $have ]]; then

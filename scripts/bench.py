@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_app.errors import ImageError  # noqa: E402
+from edge_app.hardware.pi import board, os_release  # noqa: E402
 from edge_app.imageio import read_image  # noqa: E402
 from edge_app.models import DETECTOR_KINDS, ModelSet  # noqa: E402
 from edge_app.vision.cascade import FaceCascade  # noqa: E402
@@ -97,8 +98,13 @@ def machine_info() -> dict[str, Any]:
         load: list[float] | None = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         load = None
+    u = platform.uname()
     return {
         "cpu": cpu_model(),
+        # What a Pi user sends back must say which Pi, OS and kernel (a Pi 4 and a Pi 5 differ 2-3x).
+        "board": board().model,
+        "os": os_release().get("PRETTY_NAME"),
+        "uname": f"{u.system} {u.release} {u.version} {u.machine}",
         "machine": platform.machine(),
         "logical_cores": os.cpu_count(),
         # Load before the run: a busy machine explains fat tails.
@@ -108,6 +114,7 @@ def machine_info() -> dict[str, Any]:
         "runtime_version": version_of(dist) if dist else None,
         "numpy": np.__version__,
         "opencv": cv2.__version__,
+        "edge_app": version_of("edge-app"),
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
 

@@ -183,10 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="liveness:cmd_liveness_check")
 
     p = sub.add_parser("doctor", parents=[common],
-                       help="check config, models, camera, GPIO, SQLite, MQTT, clock and disk; exit 1 on a failure")
+                       help="check platform, config, models, camera, GPIO, SQLite, MQTT, clock, disk, Coral; exit 1 "
+                            "on a failure")
     p.add_argument("--source", default=None, help="camera to check instead of [camera] source")
     p.add_argument("--skip", default=None, metavar="CHECK,...",
-                   help="checks to skip: models, camera, gpio, sqlite, mqtt, clock, disk")
+                   help="checks to skip: platform, models, camera, camera_stack, gpio, sqlite, mqtt, clock, disk, "
+                        "coral")
     p.set_defaults(func="doctor:cmd_doctor", lazy_db=True)  # a bad config is one of its checks, not a crash
     return ap
 
@@ -209,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     configure_logging(args)
     try:
+        if args.command != "doctor":  # doctor reports it as its "platform" row instead
+            from edge_app.hardware.pi import check_64bit
+
+            check_64bit()
         if getattr(args, "db", False) is None and not getattr(args, "lazy_db", False):
             from edge_app.cli.common import settings
 

@@ -1,8 +1,9 @@
 """`edge-app doctor`: is this kiosk able to work? One line per check, a non-zero exit on a failure.
 
-Checks: config, models (sha256 against the manifest, and they load), camera (opens and delivers a
-frame), GPIO (pin factory, relay pin claimable), SQLite (gallery writable), MQTT (reachable, TLS),
-clock (synchronised: the command replay window depends on it), disk space.
+Checks: platform (64-bit, board, numpy vs apt's), config, models (sha256 against the manifest, and they
+load), camera (opens and delivers a frame), the Pi camera stack (libcamera, picamera2), GPIO (pin factory,
+relay pin claimable), SQLite (gallery writable), MQTT (reachable, TLS), clock (synchronised: the command
+replay window depends on it), disk space, Coral Edge TPU (edge_app.cli.doctor_pi has the board rows).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_app.cli import EXIT_ERROR, EXIT_OK
+from edge_app.cli import EXIT_ERROR, EXIT_OK, doctor_pi
 from edge_app.cli.common import emit_json, liveness_on, models, settings
 from edge_app.config import Config
 from edge_app.errors import EdgeAppError
+from edge_app.hardware.pi import board
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 DISK_FAIL_MB, DISK_WARN_MB = 100, 500
@@ -81,6 +83,7 @@ def check_gpio(cfg: Config) -> tuple[str, str]:
 
     factory = pin_factory(cfg.door.pins)
     d = cfg.door
+    b = board()
     devices = []
     try:
         devices.append(gpiozero.OutputDevice(d.relay_pin, active_high=d.relay_active_high,
@@ -88,6 +91,9 @@ def check_gpio(cfg: Config) -> tuple[str, str]:
         for pin in (d.contact_pin, d.exit_button_pin):
             if pin is not None:
                 devices.append(gpiozero.DigitalInputDevice(pin, pull_up=True, pin_factory=factory))
+    except Exception as exc:  # on a Pi 5 without lgpio gpiozero's error says nothing about the cure
+        hint = doctor_pi.gpio_problem(b, None) if factory is None else None
+        return FAIL, f"{type(exc).__name__}: {exc}" + (f"; {hint}" if hint else "")
     finally:
         for dev in devices:
             dev.close()
@@ -95,7 +101,9 @@ def check_gpio(cfg: Config) -> tuple[str, str]:
                                                 ("exit", d.exit_button_pin)) if p is not None)
     if factory is not None:
         return (WARN if d.pins == "auto" else OK), f"simulated pins (MockFactory): {pins}"
-    return OK, f"{type(gpiozero.Device.pin_factory).__name__}: {pins} claimed and released"
+    name = type(gpiozero.Device.pin_factory).__name__
+    problem = doctor_pi.gpio_problem(b, name)
+    return (FAIL, problem) if problem else (OK, f"{b.model}, {name}: {pins} claimed and released")
 
 
 def check_sqlite(path: Path) -> tuple[str, str]:
@@ -169,6 +177,10 @@ def check_disk(path: Path) -> tuple[str, str]:
     return status, f"{free_mb:,.0f} MB free at {folder}"
 
 
+def skip_list(args: argparse.Namespace) -> set[str]:
+    return {s.strip() for s in (args.skip or "").split(",") if s.strip()}
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     checks: list[Check] = []
     try:
@@ -181,16 +193,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except EdgeAppError as exc:
         checks.append(Check("config", FAIL, str(exc)))
         cfg = None
-    skip = {s.strip() for s in (args.skip or "").split(",") if s.strip()}
+    skip = skip_list(args)
+    b = board()
+    if "platform" not in skip:  # also when the config failed: a 32-bit OS explains more than the file
+        checks.append(_run("platform", lambda: doctor_pi.check_platform(b)))
     if cfg is not None:
         plan: list[tuple[str, Callable[[], tuple[str, str]]]] = [
             ("models", lambda: check_models(args)),
             ("camera", lambda: check_camera(cfg, args.source)),
+            ("camera_stack", lambda: doctor_pi.check_camera_stack(args.source or cfg.camera.source, b)),
             ("gpio", lambda: check_gpio(cfg)),
             ("sqlite", lambda: check_sqlite(args.db)),
             ("mqtt", lambda: check_mqtt(cfg)),
             ("clock", check_clock),
             ("disk", lambda: check_disk(args.db)),
+            ("coral", doctor_pi.check_coral),
         ]
         for name, fn in plan:
             checks.append(Check(name, SKIP, "--skip") if name in skip else _run(name, fn))

@@ -21,6 +21,7 @@ from edge_app.gallery.outbox import SeenCommands
 from edge_app.gallery.store import Gallery
 from edge_app.hardware.camera import open_source
 from edge_app.hardware.door import Door, DoorConfig, DoorEvent
+from edge_app.hardware.feedback import Feedback
 from edge_app.models import ModelSet
 from edge_app.mqtt.control import ControlPlane, RateLimit
 from edge_app.mqtt.link import MqttLink, MqttSettings
@@ -129,18 +130,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     link: MqttLink | None = None
     with open_for_kiosk(args.db) as gallery:
         matcher = Matcher.from_gallery(gallery, ms.embedder_sha)
-        door = Door(door_config(args), pin_factory(cfg.door.pins), on_event=on_door_event)
+        factory = pin_factory(cfg.door.pins)
+        door = Door(door_config(args), factory, on_event=on_door_event)
+        feedback: Feedback | None = None
         try:
+            feedback = Feedback(cfg.feedback, factory) if cfg.feedback.pins else None
             control = None
             if cfg.mqtt.enabled:
                 link, control = build_control(cfg, gallery, ms, pipe, door, device_id, stop)
                 link.start()
             daemon = Daemon(cfg, source, Recognizer(pipe, matcher, rec_policy), gallery, door, ms.embedder_sha,
-                            device_id=device_id, stop=stop, realtime=args.realtime, control=control)
+                            device_id=device_id, stop=stop, realtime=args.realtime, control=control,
+                            feedback=feedback)
             daemon_ref.append(daemon)
             daemon.install_signal_handlers()
             return daemon.run(max_frames=args.max_frames)
         finally:
             door.close()  # idempotent; the relay is locked whatever happened above
+            if feedback is not None:
+                feedback.close()
             if link is not None:
                 link.stop()

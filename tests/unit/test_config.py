@@ -162,8 +162,8 @@ def test_unknown_section_suggests_closest():
 
 
 def test_unknown_section_without_close_match_lists_known():
-    _raises("[xyzzy]\n", "[xyzzy]: unknown section, known: [access], [camera], [device], [door], [events], [gallery], "
-                          "[liveness], [models], [mqtt], [recognition]")
+    _raises("[xyzzy]\n", "[xyzzy]: unknown section, known: [access], [camera], [device], [door], [events], "
+                          "[feedback], [gallery], [liveness], [models], [mqtt], [recognition]")
 
 
 def test_unknown_key_suggests_closest():
@@ -182,7 +182,7 @@ def test_top_level_key_says_which_section_it_belongs_in():
 def test_top_level_unknown_key_lists_sections():
     _raises("foo = 1", "foo: a top-level key is not allowed, "
                        "settings belong in a section: [access], [camera], [device], [door], [events], "
-                       "[gallery], [liveness], [models], [mqtt], [recognition]")
+                       "[feedback], [gallery], [liveness], [models], [mqtt], [recognition]")
 
 
 @pytest.mark.parametrize(("text", "found"), [("recognition = 3", "3"), ("[[recognition]]", "an array")])
