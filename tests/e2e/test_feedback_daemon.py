@@ -12,12 +12,12 @@ from edge_app.hardware.camera import OpenCVSource
 from edge_app.hardware.door import Door, DoorConfig
 from edge_app.hardware.feedback import Feedback
 from edge_app.recognizer import RecognitionPolicy, Recognizer
-from tests.e2e.test_daemon import RELAY, gallery_db, scenes, write_video  # noqa: F401  (fixtures)
+from tests.e2e.test_daemon import RELAY, write_video
 
 GREEN, RED, BUZZER = 5, 6, 13
 
 
-def test_a_grant_lights_green_and_beeps_once(tmp_path, scenes, gallery_db, pipeline, model_set):  # noqa: F811
+def test_a_grant_lights_green_and_beeps_once(tmp_path, scenes, gallery_db, pipeline, model_set):
     hall, walk = scenes["hall"], scenes["walk"]
     video = write_video(tmp_path / "door.avi", [hall] * 2 + walk("obama2.jpg") + [hall] * 2)
     cfg = parse_config(f'[door]\npins = "mock"\n[feedback]\ngreen_pin = {GREEN}\nred_pin = {RED}\n'
