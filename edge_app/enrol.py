@@ -112,20 +112,27 @@ def masked_embeddings(pipeline: Pipeline, rgb: np.ndarray, keypoints: np.ndarray
     so re-enrolling the same photo gives the same templates."""
     rng = np.random.default_rng(seed)
     kps = np.asarray(keypoints, np.float64)
-    eye_dist = float(np.linalg.norm(kps[1] - kps[0]))
     out = []
     for i in range(n):
         img = draw_mask(rgb, kps, random_style(rng, MASK_CYCLE[i % len(MASK_CYCLE)]), rng)
-        use = kps
-        found = pipeline.detector.detect(img)
-        if found:
-            # The detection of this face: the one whose eyes are nearest the unmasked eyes.
-            near = min(found, key=lambda d: float(np.linalg.norm(d.keypoints[:2] - kps[:2])))
-            if float(np.linalg.norm(near.keypoints[:2] - kps[:2], axis=1).max()) < eye_dist:
-                use = np.asarray(near.keypoints, np.float64)
-        chip = align(img, use, pipeline.geometry, eyes_only=True)
-        out.append(pipeline.embedder.embed(chip))
+        use = redetect(pipeline, img, kps)
+        chip = align(img, kps if use is None else use, pipeline.geometry, eyes_only=True)
+        out.append(pipeline.embedder.embed(chip))  # the teacher: no student was shipped (docs/masked_kd.md)
     return out
+
+
+def redetect(pipeline: Pipeline, image: np.ndarray, keypoints: np.ndarray) -> np.ndarray | None:
+    """Keypoints of the same face found again in an edited copy of its photo (the detection whose eyes
+    are nearest the given eyes, within one eye distance); None when the detector loses it."""
+    kps = np.asarray(keypoints, np.float64)
+    eye_dist = float(np.linalg.norm(kps[1] - kps[0]))
+    found = pipeline.detector.detect(image)
+    if not found:
+        return None
+    near = min(found, key=lambda d: float(np.linalg.norm(d.keypoints[:2] - kps[:2])))
+    if float(np.linalg.norm(near.keypoints[:2] - kps[:2], axis=1).max()) < eye_dist:
+        return np.asarray(near.keypoints, np.float64)
+    return None
 
 
 def photo_seed(data: bytes) -> int:
