@@ -116,8 +116,10 @@ def run_openset(args: argparse.Namespace, counts: list[int]) -> tuple[dict[str, 
             "target_far": args.target_frame_fpir, "embedder_sha256": ms.embedder_sha,
             "gallery_size": args.gallery_size,
             "derivation": ("per mask status, the threshold and margin (best minus second-best person) that accept "
-                           "most genuine frames with stranger frames accepted <= target_fpir_frame, raised until "
-                           "stranger walk-ups (3 of 5 frames) are granted <= target_fpir_walkup; pooled over "
+                           "most genuine frames with stranger frames accepted <= target_fpir_frame; then both "
+                           "thresholds raised (grid) so that stranger walk-ups (3 of 5 frames) are granted <= "
+                           "target_fpir_walkup for masked and for bare photos each, keeping most genuine walk-ups "
+                           "(masked and bare weighing the same); pooled over "
                            f"{args.splits} enrolled/stranger splits of {args.openset.name}, K={counts}, "
                            "crop and framed, gallery filled to gallery_size; "
                            "scripts/evaluate.py --openset --calibrate"),

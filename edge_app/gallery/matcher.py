@@ -1,4 +1,11 @@
-"""The gallery as an in-RAM float32 matrix: cosine top-k over persons."""
+"""The gallery as an in-RAM float32 matrix: cosine top-k over persons.
+
+A person's score is the mean of two cosines: with their best template and with the mean of their
+templates (normalised). With one template both are the same; with several, the mean template is
+steadier against one odd photo and gathers what the photos share. On real-masked-dev (63 people, K = 3
+unmasked enrolment photos) it raised unmasked rank-1 from 0.79 to 0.88 and masked rank-1 from 0.31 to
+0.34 over the best template alone (docs/accuracy.md).
+"""
 
 from __future__ import annotations
 
@@ -14,13 +21,31 @@ from edge_app.gallery.store import Gallery, TemplateSet
 
 log = logging.getLogger(__name__)
 
+CENTROID_WEIGHT = 0.5  # share of the mean-template cosine in a person's score
+
+
+def fuse(best: npt.NDArray[np.float32], centroid: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """A person's score from the cosine with their best template and with their mean template."""
+    out: npt.NDArray[np.float32] = ((1.0 - CENTROID_WEIGHT) * best + CENTROID_WEIGHT * centroid).astype(np.float32)
+    return out
+
+
+def centroids(emb: npt.NDArray[np.float32], starts: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
+    """Unit mean of each person's rows (rows grouped by person, groups beginning at ``starts``)."""
+    if emb.shape[0] == 0:
+        return np.zeros((0, emb.shape[1] if emb.ndim == 2 else 0), np.float32)
+    c = np.add.reduceat(emb.astype(np.float64), starts, axis=0)
+    n = np.linalg.norm(c, axis=1, keepdims=True)
+    out: npt.NDArray[np.float32] = np.ascontiguousarray(c / np.maximum(n, 1e-12), np.float32)
+    return out
+
 
 @dataclass(frozen=True)
 class Match:
     person_id: int
     name: str
-    score: float  # cosine similarity of the person's best template, in [-1, 1]
-    masked_template: bool  # whether that best template is a masked one
+    score: float  # mean of the cosines with the person's best and mean template, in [-1, 1]
+    masked_template: bool  # whether the person's best template is a masked one
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,6 +56,7 @@ class _View:
     masked: npt.NDArray[np.bool_]  # (n,)
     starts: npt.NDArray[np.intp]  # (p,) first row of each person's group
     person_ids: npt.NDArray[np.int64]  # (p,)
+    centroids: npt.NDArray[np.float32]  # (p, d) unit mean template of each person
 
 
 class Matcher:
@@ -102,7 +128,8 @@ class Matcher:
             keep = slice(None) if use_masked is None else (self._masked == use_masked)
             pids = self._pids[keep]
             starts = np.flatnonzero(np.r_[True, pids[1:] != pids[:-1]]) if pids.size else np.zeros(0, np.intp)
-            view = _View(np.ascontiguousarray(self._emb[keep]), self._masked[keep], starts, pids[starts])
+            emb = np.ascontiguousarray(self._emb[keep])
+            view = _View(emb, self._masked[keep], starts, pids[starts], centroids(emb, starts))
             self._views[use_masked] = view
         return view
 
@@ -128,7 +155,7 @@ class Matcher:
         if view.emb.shape[0] == 0:
             return [[] for _ in range(probes.shape[0])]
         scores = probes @ view.emb.T  # (m, n): the one matrix multiply
-        best = np.maximum.reduceat(scores, view.starts, axis=1)  # (m, p)
+        best = fuse(np.maximum.reduceat(scores, view.starts, axis=1), probes @ view.centroids.T)  # (m, p)
         ends = np.r_[view.starts[1:], view.emb.shape[0]]
         k = min(int(k), best.shape[1])
         out: list[list[Match]] = []
