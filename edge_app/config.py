@@ -79,6 +79,8 @@ class RecognitionConfig:
     detector_refine_below: float = field(default=260.0, metadata=rule(0, 4096))  # px; 0: no refinement
     detector_close_up: bool = True  # padded pass for faces filling the frame
     detector_small_faces: bool = True  # full-range pass for faces of 40-100 px
+    detector_tile: float = field(default=0.5, metadata=rule(0, 1))  # squares (x frame height) if nothing found; 0: off
+    detector_tile_every: int = field(default=3, metadata=rule(1, 100))  # daemon: tiles on every n-th empty frame
     embedder: str = field(default="sface", metadata=rule(choices=("sface", "dlib")))
     threads: int = field(default=2, metadata=rule(lo=1))
 

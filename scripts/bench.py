@@ -55,7 +55,7 @@ from edge_app.models import DETECTOR_KINDS, ModelSet  # noqa: E402
 from edge_app.vision.cascade import FaceCascade  # noqa: E402
 from edge_app.vision.pipeline import Pipeline, StageTimes  # noqa: E402
 from edge_app.vision.runtime import runtime_name  # noqa: E402
-from scripts.common import DATA_ROOT, UsageError, image_files, run_main  # noqa: E402
+from scripts.common import DATA_ROOT, UsageError, image_files, not_rmfrd, run_main  # noqa: E402
 
 FRAME_W, FRAME_H = 640, 480
 STAGES = ("detect", "align", "mask", "quality", "embed", "liveness", "total")
@@ -224,10 +224,19 @@ def time_ours(pipe: Pipeline, frames: list[Frame], n: int, warmup: int,
 
 def model_kernels(pipe: Pipeline) -> dict[str, str]:
     """Per model of the pipeline: ops on XNNPACK out of all, and what runs on built-in kernels."""
-    out = {"detector": str(pipe.detector.model.kernels())}
+    det = pipe.detector
+    if isinstance(det, FaceCascade):
+        out = {"detector": str(det.near.model.kernels())}
+        if det.far is not None:
+            out["detector_full"] = str(det.far.model.kernels())
+    else:
+        out = {"detector": str(det.model.kernels())}
     if pipe.mask_classifier is not None:
         out["mask"] = str(pipe.mask_classifier.model.kernels())
     out["embedder"] = str(pipe.embedder.model.kernels())
+    if pipe.liveness is not None:
+        for net in pipe.liveness.nets:
+            out[net.model.path.stem] = str(net.model.kernels())
     return out
 
 
@@ -279,7 +288,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]
                              f"{' or $EDGE_APP_FACES_DEV' if folder == dev_dir else ''})")
     if args.models is not None and not args.models.is_dir():
         raise UsageError(f"--models folder not found: {args.models}")
-    dev, masks = dev_portraits(dev_dir), image_files(mask_dir)
+    dev, masks = dev_portraits(dev_dir), not_rmfrd(image_files(mask_dir))
     if not dev and not masks:
         raise UsageError(f"no images: no obama*.jpg / biden.jpg in {dev_dir} and no images in {mask_dir}")
     # Load dlib before the long run of ours, so a missing dlib fails in a second, not after minutes.

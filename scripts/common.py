@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,16 @@ DATA_ROOT = Path(os.environ.get("EDGE_APP_DATA", ROOT.parent / "shared" / "data"
 
 class UsageError(Exception):
     """Bad arguments, a missing path or nothing to do: exit code 2."""
+
+
+# Photos named <n>_<n>_<person>_<nnnn> in masks-chandrikadeb7 come from RMFRD, the dataset of real-masked-dev,
+# whose other people judge the product: scripts that only need "some faces" leave them out.
+RMFRD_NAME = re.compile(r"^\d+_\d+_[a-z]+_\d+\.", re.IGNORECASE)
+
+
+def not_rmfrd(files: list[Path]) -> list[Path]:
+    """The files whose names are not RMFRD's <n>_<n>_<person>_<nnnn>."""
+    return [f for f in files if not RMFRD_NAME.match(f.name)]
 
 
 def image_files(folder: Path, step: int = 1) -> list[Path]:

@@ -35,6 +35,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                    help="stranger photos (single frames) accepted, at most (calibration)")
     g.add_argument("--cache", type=Path, default=Path("out/cache"), help="embedding cache folder ('' : none)")
     g.add_argument("--det", type=Path, metavar="PATH.png", help="write the DET plot")
+    g.add_argument("--masked-gallery", choices=("plain", "plain+masked"), default=None,
+                   help="templates masked probes meet (default: the manifest's; with --calibrate it is written)")
 
 
 def _filler_files(args: argparse.Namespace, n: int) -> list[Path]:
@@ -90,7 +92,8 @@ def run_openset(args: argparse.Namespace, counts: list[int]) -> tuple[dict[str, 
                                         usable[: max(0, args.gallery_size - n_enrolled)])
         return rep.score(g, rep.probes_of(people, enrolled, g, emb, k, how), masked_gallery)
 
-    rule = rep.Rule(shipped.plain, shipped.masked, shipped.margin, shipped.masked_margin, shipped.masked_gallery)
+    rule = rep.Rule(shipped.plain, shipped.masked, shipped.margin, shipped.masked_margin,
+                    args.masked_gallery or shipped.masked_gallery)
     report: dict[str, Any] = {
         "protocol": "openset", "folder": str(args.openset), "people": len(people),
         "enrolled_share": openset.ENROLLED_SHARE, "gallery_size": args.gallery_size, "splits": args.splits,
@@ -99,7 +102,7 @@ def run_openset(args: argparse.Namespace, counts: list[int]) -> tuple[dict[str, 
         if emb.enrolment else 0,
     }
     if args.calibrate:
-        gal = "plain"
+        gal = args.masked_gallery or "plain"
         pooled = [scored_for(s, k, how, gal) for s in range(args.splits) for k in counts
                   for how in openset.PRESENTATIONS]
         try:
@@ -196,14 +199,15 @@ def plot_det(curves: dict[str, tuple[np.ndarray, np.ndarray]], report: dict[str,
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
     for ax, kind in zip(axes, ("masked", "unmasked"), strict=True):
         for name, (fpir, fnir) in curves.items():
-            if name.endswith(kind) and name.startswith("crop"):
-                ax.step(np.maximum(fpir, 1e-4), fnir, where="post", label=name.replace(f" {kind}", ""))
+            if name.endswith(f" {kind}"):  # " masked" must not match "unmasked"
+                ax.step(np.maximum(fpir, 1e-4), fnir, where="post", label=name.replace(f" {kind}", ""),
+                        ls="-" if name.startswith("crop") else "--")
         ax.set_xscale("log")
         ax.set_xlim(1e-3, 1)
         ax.set_ylim(0, 1)
         ax.axvline(0.01, color="grey", lw=0.5)
         ax.set_xlabel("FPIR (strangers accepted, per photo)")
-        ax.set_title(f"{kind} probes, photo as it is")
+        ax.set_title(f"{kind} probes (solid: crop as it is, dashed: framed)")
         ax.grid(True, which="both", lw=0.3)
         ax.legend(loc="upper right")
     axes[0].set_ylabel("FNIR (enrolled not recognised as themselves)")

@@ -47,12 +47,15 @@ def liveness_on(args: argparse.Namespace) -> bool:
     return settings(args).liveness.enabled and not getattr(args, "no_liveness", False)
 
 
-def pipeline(args: argparse.Namespace, ms: ModelSet, liveness: bool = False) -> Pipeline:
+def pipeline(args: argparse.Namespace, ms: ModelSet, liveness: bool = False, stream: bool = False) -> Pipeline:
+    """The configured pipeline; ``stream``: frames of one camera in order (the daemon), where the tile pass
+    runs on every detector_tile_every-th frame without a face."""
     from edge_app.vision.cascade import CascadeOptions
 
     rc = settings(args).recognition
     cascade = CascadeOptions(refine_below=rc.detector_refine_below, close_up=rc.detector_close_up,
-                             small_faces=rc.detector_small_faces)
+                             small_faces=rc.detector_small_faces, tile=rc.detector_tile,
+                             tile_every=rc.detector_tile_every if stream else 1)
     return ms.pipeline(detector=args.detector or rc.detector, num_threads=args.threads or rc.threads,
                        mask_threshold=rc.mask_probability, cascade=cascade, liveness=liveness)
 

@@ -113,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"# gallery: {args.db}")
         return EXIT_OK
     ms = models(args)
-    pipe = pipeline(args, ms, liveness=liveness_on(args))
+    pipe = pipeline(args, ms, liveness=liveness_on(args), stream=True)
     base = policy(args, ms)
     # The door decides require_mask through the access policy (with its reason code), not the recognizer.
     rec_policy = replace(base, require_mask=False)

@@ -3,6 +3,9 @@ keypoints good enough to recognise a small face, and no faces where there are no
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 
@@ -153,3 +156,72 @@ def test_detector_settings_are_read_and_checked_strictly(tmp_path):
 def test_view_rejects_a_region_outside_the_frame(cascade):
     with pytest.raises(ValueError, match="outside"):
         cascade.near.detect_region(np.zeros((100, 100, 3), np.uint8), 500, 500, 50)
+
+
+def _framed_masked(masked_dev: Path, n: int, width: int) -> list[tuple[np.ndarray, tuple[int, int]]]:
+    """The first n real masked crops, scaled to width px and pasted at seeded places of a grey 640x480 frame."""
+    from edge_app.imageio import read_image
+
+    rng = np.random.default_rng(5)
+    out = []
+    for f in sorted(masked_dev.glob("*/masked/*.jpg"))[:n]:
+        face = cv2.resize(read_image(f), (width, width), interpolation=cv2.INTER_AREA)
+        frame = np.full((480, 640, 3), 110, np.uint8)
+        x, y = int(rng.integers(0, 640 - width)), int(rng.integers(0, 480 - width))
+        frame[y:y + width, x:x + width] = face
+        out.append((frame, (x, y)))
+    return out
+
+
+def _found_at(faces: list, x: int, y: int, width: int) -> bool:  # type: ignore[type-arg]
+    return any(x <= (f.box[0] + f.box[2]) / 2 <= x + width and y <= (f.box[1] + f.box[3]) / 2 <= y + width
+               for f in faces)
+
+
+def test_tile_pass_finds_small_masked_faces_the_other_passes_miss(cascade, masked_dev):
+    """Masked faces at door distance (100 px in 640x480) are mostly too small for the whole-frame passes;
+    the overlapping 240 px squares find many more, each where it is, and it runs only when nothing was found."""
+    no_tiles = FaceCascade(cascade.near, cascade.far, CascadeOptions(tile=0))
+    frames = _framed_masked(masked_dev, 60, 100)
+    before = sum(_found_at(no_tiles.detect(fr), x, y, 100) for fr, (x, y) in frames)
+    after = 0
+    for fr, (x, y) in frames:
+        faces = cascade.detect(fr)
+        assert len(faces) <= 1, "a face seen in two squares is kept once"
+        after += _found_at(faces, x, y, 100)
+        assert not faces or _found_at(faces, x, y, 100), "a face where none was pasted"
+    assert after >= before + 8, (before, after)
+    # An empty frame pays for every pass: 1 whole frame + 2 close-up + 1 full-range + 12 squares.
+    assert cascade.detect(np.full((480, 640, 3), 110, np.uint8)) == [] and cascade.passes == 16
+
+
+def test_tile_setting_is_read_and_checked(tmp_path):
+    assert parse_config("[recognition]\ndetector_tile = 0.0\n", tmp_path / "c.toml").recognition.detector_tile == 0
+    assert parse_config("", tmp_path / "c.toml").recognition.detector_tile == 0.5
+    with pytest.raises(ConfigError, match="detector_tile"):
+        parse_config("[recognition]\ndetector_tile = 2.0\n", tmp_path / "c.toml")
+    with pytest.raises(ValueError, match="tile"):
+        CascadeOptions(tile=-1)
+
+
+def test_a_stream_tiles_every_nth_empty_frame_and_keeps_a_tile_found_face(cascade, masked_dev):
+    """On a camera stream the tile pass runs on every 3rd frame without a face; a face it found is looked
+    for again around its place in the next frames (one pass), so it is found in every frame it stays in."""
+    frames = _framed_masked(masked_dev, 60, 100)
+    no_tiles = FaceCascade(cascade.near, cascade.far, CascadeOptions(tile=0))
+    only_tiles = [(fr, xy) for fr, xy in frames
+                  if not no_tiles.detect(fr) and _found_at(cascade.detect(fr), *xy, 100)]
+    assert only_tiles, "no framed face that only the tile pass finds"
+    frame, (x, y) = only_tiles[0]
+    stream = FaceCascade(cascade.near, cascade.far, CascadeOptions(tile_every=3))
+    empty = np.full((480, 640, 3), 110, np.uint8)
+    passes = []
+    for _ in range(3):
+        assert stream.detect(empty) == []
+        passes.append(stream.passes)
+    assert passes == [4, 4, 16]  # whole frame, 2 close-up, full range; the tile pass on the 3rd
+    found = [stream.detect(frame) for _ in range(6)]
+    # Missed until the next tile pass (3rd empty frame since the last), then followed frame after frame.
+    hits = [bool(f) and _found_at(f, x, y, 100) for f in found]
+    assert hits[2:] == [True] * 4 and not any(hits[:2]), hits
+    assert stream.passes <= 3  # the main pass, looked for again, refined
