@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_app.vision.detector import Detection, FaceDetector, _iou
+from edge_app.vision.detector import Detection, FaceDetector, iou
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ class FaceCascade:
         boxes = np.array([f.box for f in found], np.float64)
         kept: list[int] = []
         for i in np.argsort([-f.score for f in found]):
-            if all(_iou(boxes[i], boxes[[j]])[0] < 0.3 for j in kept):
+            if all(iou(boxes[i], boxes[[j]])[0] < 0.3 for j in kept):
                 kept.append(int(i))
         # A face must be found again on a crop around it at the model's own score: most things a square
         # mistakes for a face are not.

@@ -62,7 +62,8 @@ def ssd_anchors(size: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection over union of one x0, y0, x1, y1 box with each row of boxes."""
     x0 = np.maximum(box[0], boxes[:, 0])
     y0 = np.maximum(box[1], boxes[:, 1])
     x1 = np.minimum(box[2], boxes[:, 2])
@@ -83,7 +84,7 @@ def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray,
     remaining = np.arange(len(scores))
     while remaining.size:
         top = remaining[0]
-        overlap = _iou(boxes[top], boxes[remaining])
+        overlap = iou(boxes[top], boxes[remaining])
         group = remaining[overlap > iou_threshold]
         group = group if group.size else remaining[:1]
         w = scores[group][:, None]
