@@ -342,7 +342,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]
                               "share_one_pass": round(float(np.mean(np.array(passes) == 1)), 3)},
             "cpu": summary(cpu_ms),
             "fps": round(1000.0 / total["mean_ms"], 2),
-            "target_p50_ms": TARGET_P50_MS if args.threads == 2 else None,
+            "target_p50_ms": TARGET_P50_MS if args.threads == 2 and pipe.liveness is None else None,
         },
         "dlib": None,
     }
@@ -415,6 +415,9 @@ def text_report(r: dict[str, Any]) -> str:
         p50 = ours["stages"]["total"]["median_ms"]
         verdict = "met" if p50 <= ours["target_p50_ms"] else "MISSED"
         lines.append(f"  whole frame p50 {p50:.2f} ms with 2 threads: target <= {ours['target_p50_ms']:g} ms {verdict}")
+    elif "liveness" in ours["pipeline"]:
+        lines.append(f"  (the <= {TARGET_P50_MS:g} ms target of issue 11 is for the frame without liveness: "
+                     "--no-liveness)")
     lines.append("  kernels: " + "; ".join(f"{m} {k}" for m, k in ours["kernels"].items()))
     lines.append("")
     if dl is None:
