@@ -143,7 +143,9 @@ def score(g: Gallery, pr: Probes, masked_gallery: str) -> Scored:
     np_ = len(g.names)
     plain = _best_per_person(e, g.plain, g.plain_pid, np_)
     if masked_gallery == "plain+masked" and g.masked.shape[0]:
-        both = np.maximum(plain, _best_per_person(e, g.masked, g.masked_pid, np_))
+        # As the Matcher does with use_masked=None: one set of templates per person, bare and masked together.
+        both = _best_per_person(e, np.concatenate([g.plain, g.masked]), np.concatenate([g.plain_pid, g.masked_pid]),
+                                np_)
         best = np.where(pr.frames.masked.reshape(-1, 1), both, plain)
     else:
         best = plain
