@@ -79,3 +79,38 @@ def test_people_folder_layout_is_checked(tmp_path) -> None:  # type: ignore[no-u
         openset.load_people(tmp_path)
     with pytest.raises(FileNotFoundError, match="people folder not found"):
         openset.load_people(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("masked_gallery", ["plain", "plain+masked"])
+def test_scores_are_the_matchers(tmp_path, masked_gallery: str) -> None:  # type: ignore[no-untyped-def]
+    """The evaluation measures what the kiosk does: best person, its score and the runner-up's score equal
+    the Matcher's (use_masked=False for bare probes; with plain+masked, every template for masked ones)."""
+    from edge_app.gallery.matcher import Matcher
+    from edge_app.gallery.store import Gallery
+
+    rng = np.random.default_rng(8)
+    d, persons, f = 16, 5, openset.FRAMES
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    centres = unit(rng.normal(size=(persons, d)))
+    plain_pid = np.repeat(np.arange(persons), 3)
+    masked_pid = np.repeat(np.arange(persons), 2)
+    g = rep.Gallery([f"p{i}" for i in range(persons)], unit(centres[plain_pid] + 0.6 * rng.normal(size=(15, d))),
+                    plain_pid, unit(centres[masked_pid] + 0.6 * rng.normal(size=(10, d))), masked_pid)
+    n = 12
+    emb = unit(centres[rng.integers(0, persons, (n, f))] + 0.6 * rng.normal(size=(n, f, d))).astype(np.float32)
+    masked = rng.random((n, f)) > 0.5
+    frames = openset.FrameSet(np.ones((n, f), bool), masked, np.ones((n, f), bool), emb)
+    sc = rep.score(g, rep.Probes(np.zeros(n, int), np.zeros(n, bool), frames), masked_gallery)
+    with Gallery(tmp_path / "g.db") as db:
+        for i, name in enumerate(g.names):
+            db.add_person(name)
+            db.add_templates(name, g.plain[plain_pid == i], model_sha="e" * 64, masked=False)
+            db.add_templates(name, g.masked[masked_pid == i], model_sha="e" * 64, masked=True)
+        m = Matcher.from_gallery(db, "e" * 64)
+    for i in range(n):
+        for j in range(f):
+            every = masked[i, j] and masked_gallery == "plain+masked"
+            top2 = m.match(emb[i, j], k=2, use_masked=None if every else False)
+            assert g.names[sc.top[i, j]] == top2[0].name
+            assert sc.s1[i, j] == pytest.approx(top2[0].score, abs=1e-5)
+            assert sc.s2[i, j] == pytest.approx(top2[1].score, abs=1e-5)
