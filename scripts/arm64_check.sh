@@ -10,7 +10,7 @@
 # x86 host (cosine >= 0.999). Prints PASS/FAIL per step and the wheels pip resolved; exit 1 if anything failed.
 #
 # Usage: scripts/arm64_check.sh [--suite bookworm|trixie|all] [--cache DIR] [--rebuild] [--build-only]
-#        [--skip-tests] [--log FILE]
+#        [--skip-tests]
 # Needs root (chroot, mounts). The checkout and ../shared are bind-mounted read-only; the technician's
 # commands run in a copy of the checkout inside the root (an editable install writes into its source tree).
 set -euo pipefail
