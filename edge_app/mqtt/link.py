@@ -285,10 +285,12 @@ class MqttLink:
             return
         self._last_problem = ""
         log.info("connected to mqtt broker %s:%d%s", s.host, s.port, " (TLS)" if s.tls else "")
-        client.publish(self.topic("status"), b"online", qos=1, retain=True)
         subs = [(self.topic("cmd"), 1)] + [(f"{s.prefix}/group/{g}/cmd", 1) for g in s.groups]
         subs += [(t, 1) for t in self.extra_topics]
         client.subscribe(subs)
+        # After the subscription: the broker handles one connection's packets in order, so whoever sees
+        # "online" can send a command (or a Home Assistant press) and it is heard.
+        client.publish(self.topic("status"), b"online", qos=1, retain=True)
         for topic, payload in self.retained_on_connect:
             client.publish(topic, payload, qos=1, retain=True)
         with self._lock:
