@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_app.gallery.matcher import fuse
+from edge_app.gallery.matcher import centroids, fuse
 from scripts.openset import PRESENTATIONS, Embedded, FrameSet, Person, is_enrolled
 
 FPIRS = (1e-2, 1e-3)
@@ -115,11 +115,12 @@ def _best_per_person(e: np.ndarray, t: np.ndarray, tpid: np.ndarray, n_persons: 
     """Each person's score as the kiosk's Matcher gives it (best and mean template fused)."""
     out = np.full((e.shape[0], n_persons), -1.0, np.float32)
     if t.shape[0]:
-        u = _unit(e)
-        s = u @ t.T
-        for p in np.unique(tpid):  # few persons: a loop over them is cheap and clear
-            c = _unit(t[tpid == p]).sum(axis=0)
-            out[:, p] = fuse(s[:, tpid == p].max(axis=1), u @ (c / max(float(np.linalg.norm(c)), 1e-12)))
+        order = np.argsort(tpid, kind="stable")  # rows grouped by person, as the Matcher keeps them
+        pid = tpid[order]
+        rows = _unit(t[order]).astype(np.float32)
+        starts = np.flatnonzero(np.r_[True, pid[1:] != pid[:-1]])
+        u = _unit(e).astype(np.float32)
+        out[:, pid[starts]] = fuse(np.maximum.reduceat(u @ rows.T, starts, axis=1), u @ centroids(rows, starts).T)
     return out
 
 

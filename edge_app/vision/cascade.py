@@ -109,7 +109,10 @@ class FaceCascade:
         self.passes = 1
         faces = self.near.detect(frame)
         if not faces and self._recent:
-            faces = self._look_again(frame)
+            # Found again on a crop around them: their keypoints are already a refinement pass's.
+            found = self._look_again(frame)
+            if found:
+                return found
         if not faces and o.close_up:
             faces = self._close_up(frame)
         if not faces and o.small_faces and self.far is not None:
@@ -119,9 +122,10 @@ class FaceCascade:
             self._misses += 1
             if self._misses >= o.tile_every:
                 self._misses = 0
-                faces = self._tiles(frame)
+                found = self._tiles(frame)  # confirmed on a crop: refined already
                 if o.tile_every > 1:  # a stream that skips tile passes: follow what this one found
-                    self._recent = [(f, o.look_again_frames) for f in faces]
+                    self._recent = [(f, o.look_again_frames) for f in found]
+                return found
         return [self.refine(frame, f) if f.width < o.refine_below else f for f in faces]
 
     def _close_up(self, frame: np.ndarray) -> list[Detection]:
@@ -156,8 +160,13 @@ class FaceCascade:
             if all(iou(boxes[i], boxes[[j]])[0] < 0.3 for j in kept):
                 kept.append(int(i))
         # A face must be found again on a crop around it at the model's own score: most things a square
-        # mistakes for a face are not.
-        return [f for f in (found[i] for i in kept) if self._confirmed(frame, f)]
+        # mistakes for a face are not. That crop pass is also its refinement (box and keypoints).
+        out = []
+        for f in (found[i] for i in kept):
+            again = self._around(frame, f, self.options.tile_min_score)
+            if again is not None:
+                out.append(Detection(again.box, max(f.score, again.score), again.keypoints))
+        return out
 
     def _look_again(self, frame: np.ndarray) -> list[Detection]:
         """The faces of a recent tile pass, looked for on a crop around where they were last seen."""
@@ -181,9 +190,6 @@ class FaceCascade:
         again = [f for f in self.near.detect_region(frame, c[0] - side / 2, c[1] - side / 2, side, min_score)
                  if np.linalg.norm(_centre(f) - c) < 0.5 * det.width]
         return min(again, key=lambda f: float(np.linalg.norm(_centre(f) - c)), default=None)
-
-    def _confirmed(self, frame: np.ndarray, det: Detection) -> bool:
-        return self._around(frame, det, self.options.tile_min_score) is not None
 
     def refine(self, frame: np.ndarray, det: Detection) -> Detection:
         """The face again from a crop around it: box and keypoints of that pass, the better score; the
