@@ -18,13 +18,14 @@ class UsageError(Exception):
     """Bad arguments, a missing path or nothing to do: exit code 2."""
 
 
-# Photos named <n>_<n>_<person>_<nnnn> in masks-chandrikadeb7 come from RMFRD, the dataset of real-masked-dev,
-# whose other people judge the product: scripts that only need "some faces" leave them out.
-RMFRD_NAME = re.compile(r"^\d+_\d+_[a-z]+_\d+\.", re.IGNORECASE)
+# Photos of masks-chandrikadeb7 named <n>_<n>_<person>_<nnnn> (without_mask) or <n>_<n>_<n>[ copy N]
+# (with_mask: real masks, as real-masked-dev's masked/0_0_0.jpg) come from RMFRD, the dataset of
+# real-masked-dev, whose other people judge the product: nothing that trains, calibrates or measures uses them.
+RMFRD_NAME = re.compile(r"^\d+_\d+_")
 
 
 def not_rmfrd(files: list[Path]) -> list[Path]:
-    """The files whose names are not RMFRD's <n>_<n>_<person>_<nnnn>."""
+    """The files whose names are not RMFRD's (<n>_<n>_...)."""
     return [f for f in files if not RMFRD_NAME.match(f.name)]
 
 

@@ -9,8 +9,8 @@ command, and how many people were never granted (the calibrated threshold refuse
 
     python scripts/door_latency.py [--people 20] [--json]
 
-People: Obama (faces-dev: obama.jpg enrolled, four other photos walk up) plus identities of
-the labelled data set (scripts/facedata.py: small web crops, first photo enrolled, second walks up).
+People: Obama (faces-dev: obama.jpg enrolled, four other photos walk up) plus the people of
+real-masked-dev (160 px web crops: first bare photo enrolled, second bare photo walks up).
 Exit codes: 0 done, 2 data missing, 1 other failure.
 """
 
@@ -40,8 +40,7 @@ from edge_app.hardware.door import Door, DoorConfig  # noqa: E402
 from edge_app.imageio import read_image  # noqa: E402
 from edge_app.models import ModelSet  # noqa: E402
 from edge_app.recognizer import RecognitionPolicy, Recognizer  # noqa: E402
-from scripts.common import DATA_ROOT, UsageError, run_main  # noqa: E402
-from scripts.facedata import identity_of, mask_folders  # noqa: E402
+from scripts.common import DATA_ROOT, UsageError, image_files, run_main  # noqa: E402
 
 
 def walk_up(pipeline: Any, img: np.ndarray, n: int = 10) -> list[np.ndarray] | None:
@@ -62,13 +61,13 @@ def pairs(data: Path, n: int) -> list[tuple[str, Path, Path]]:
     dev = data / "faces-dev"
     out = [("Obama", dev / "obama.jpg", dev / probe) for probe in
            ("obama2.jpg", "obama3.jpg", "obama_partial_face.jpg", "obama_partial_face2.jpg")]
-    _, without = mask_folders(data)
-    by: dict[str, list[Path]] = {}
-    for p in sorted(without.iterdir()):
-        who = identity_of(p.name)
-        if who:
-            by.setdefault(who, []).append(p)
-    out += [(who, ps[0], ps[1]) for who, ps in sorted(by.items()) if len(ps) >= 2]
+    root = data / "real-masked-dev"
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder not found: {root} (set EDGE_APP_DATA)")
+    for person in sorted(d for d in root.iterdir() if d.is_dir()):
+        bare = image_files(person / "unmasked")
+        if len(bare) >= 2:
+            out.append((person.name, bare[0], bare[1]))
     return out[:n]
 
 

@@ -628,8 +628,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--json", metavar="PATH", help="write everything as JSON ('-': to stdout instead of the text)")
     ap.add_argument("--roc", type=Path, metavar="PATH.png", help="write the ROC curve")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    m = ap.add_argument_group("masked faces (--masked: the gallery protocol of scripts/evalmask.py on the "
-                              "identity-labelled faces of $EDGE_APP_DATA; DATA and the pair options do not apply)")
+    m = ap.add_argument_group("masked faces (--masked: the gallery protocol of scripts/evalmask.py on the bare "
+                              "photos of real-masked-dev with synthetic masks; DATA and the pair options do not apply)")
     m.add_argument("--masked", action="store_true",
                    help="plain / masked / mask-augmented gallery scenarios, thresholds calibrated on half the people")
     m.add_argument("--enrol", default="1,3,5", metavar="K,K,...", help="enrolment photos per person (default 1,3,5)")
@@ -673,8 +673,8 @@ def run_masked(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             raise UsageError(f"--people folder not found: {args.people}")
         files, identity = facedata.people_folder_files(args.people)
     else:
-        try:
-            files = [(p, m) for p, m in facedata.mask_set_files(args.data_root or DATA_ROOT) if not m]
+        try:  # synthetic masks on real-masked-dev's bare photos (never RMFRD's other people: they judge)
+            files, identity = facedata.dev_people_files(args.data_root or DATA_ROOT)
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from exc
     ms = ModelSet(args.models, embedder=args.embedder)

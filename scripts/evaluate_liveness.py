@@ -5,7 +5,7 @@
 
 Bona fide presentations (real faces of <data>): faces-dev (faces >= --min-face px wide),
 real-masked-dev masked and unmasked (160x160 tight crops, as they are), masks-chandrikadeb7 with_mask
-(every --step-th photo). The tight crops are also placed in a 640x480 frame (rest of the frame
+without RMFRD's photos (every --step-th). The tight crops are also placed in a 640x480 frame (rest of the frame
 mirrored from the photo, no hard edge) and reported apart ("in frame").
 
 Attack presentations: the upstream sample spoofs (real attacks, reference/minifasnet/sample/image_F*),
@@ -46,7 +46,7 @@ from edge_app.models import DETECTOR_KINDS, ModelSet  # noqa: E402
 from edge_app.vision.detector import Detection, FaceDetector  # noqa: E402
 from edge_app.vision.liveness import LivenessChecker, planar_residual  # noqa: E402
 from scripts import pad_attacks  # noqa: E402
-from scripts.common import DATA_ROOT, UsageError, image_files, run_main  # noqa: E402
+from scripts.common import DATA_ROOT, UsageError, image_files, not_rmfrd, run_main  # noqa: E402
 
 THRESHOLDS = np.unique(np.round(np.concatenate([np.arange(0.001, 0.02, 0.001), np.arange(0.02, 1.0, 0.01)]), 3))
 BONA_FIDE_EXTRA = "in frame"  # groups reported but not used to choose the threshold
@@ -135,7 +135,7 @@ def bona_fide(args: argparse.Namespace, scorer: Scorer, bar: Any) -> tuple[list[
                 bar.update()
         groups += [g, framed]
     with_mask = Group("masks-chandrikadeb7 with_mask", False)
-    for path in image_files(data / "masks-chandrikadeb7" / "dataset" / "with_mask", args.step):
+    for path in not_rmfrd(image_files(data / "masks-chandrikadeb7" / "dataset" / "with_mask", args.step)):
         rgb = read_rgb(path)
         if rgb is not None:
             scorer.add(with_mask, rgb)

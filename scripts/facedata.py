@@ -2,9 +2,10 @@
 
 ../shared/data/masks-chandrikadeb7 (``$EDGE_APP_DATA``) mixes three sources (see its SOURCE.md):
 photos with masks pasted on (``0_0_0 copy 12.jpg`` are copies of one photo), web photos, and the
-Real-World Masked Face Dataset, whose unmasked faces are named ``<n>_<n>_<pinyin name>_<nnnn>.jpg``.
-Those names are the only identity labels with more than one person in the data (about 100 people),
-so recognition is calibrated and evaluated on them.
+Real-World Masked Face Dataset (RMFRD: unmasked ``<n>_<n>_<pinyin name>_<nnnn>.jpg``, masked
+``<n>_<n>_<n>[ copy N].jpg``). RMFRD is the dataset of real-masked-dev, and its other people judge the
+product, so mask_set_files leaves those photos out (scripts/common.RMFRD_NAME); identity-labelled people
+come from real-masked-dev (dev_people_files).
 
 Splits must share no image and no near-copy of one: faces are grouped by identity, by the stem of
 ``... copy N`` names, and by a perceptual hash of the upper half of the aligned face (eyes and brow,
@@ -26,7 +27,7 @@ from edge_app.errors import EdgeAppError
 from edge_app.imageio import IMAGE_EXTS, read_image
 from edge_app.vision.align import ChipGeometry, align
 from edge_app.vision.pipeline import Pipeline
-from scripts.common import DATA_ROOT, image_files
+from scripts.common import DATA_ROOT, image_files, not_rmfrd
 
 MASKS_DIR = Path("masks-chandrikadeb7") / "dataset"
 IDENTITY_RE = re.compile(r"^\d+_\d+_([a-z]+)_\d+\.")
@@ -85,8 +86,19 @@ def collect(pipeline: Pipeline, geometry: ChipGeometry, files: Sequence[tuple[Pa
 
 
 def mask_set_files(data: Path = DATA_ROOT, step: int = 1) -> list[tuple[Path, bool]]:
+    """(photo, masked) of the mask set, without RMFRD's photos (scripts/common.RMFRD_NAME)."""
     with_mask, without = mask_folders(data)
-    return [(p, True) for p in image_files(with_mask, step)] + [(p, False) for p in image_files(without, step)]
+    return ([(p, True) for p in not_rmfrd(image_files(with_mask, step))]
+            + [(p, False) for p in not_rmfrd(image_files(without, step))])
+
+
+def dev_people_files(data: Path = DATA_ROOT) -> tuple[list[tuple[Path, bool]], Callable[[Path], str | None]]:
+    """The unmasked photos of real-masked-dev, labelled by their person folder."""
+    root = data / "real-masked-dev"
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder not found: {root} (set EDGE_APP_DATA)")
+    files = [(p, False) for d in sorted(root.iterdir()) if d.is_dir() for p in image_files(d / "unmasked")]
+    return files, lambda path: path.parent.parent.name
 
 
 def upper_bits(chip: np.ndarray) -> np.ndarray:

