@@ -346,6 +346,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--refine-context", type=float, default=CascadeOptions.refine_context)
     ap.add_argument("--close-up-pads", default=",".join(map(str, CascadeOptions.close_up_pads)))
     ap.add_argument("--close-up-min-score", type=float, default=CascadeOptions.close_up_min_score)
+    ap.add_argument("--close-up-lift", type=float, default=CascadeOptions.close_up_lift,
+                    help="the last close-up pass's raise of the frame (share of its side; 0: off)")
     ap.add_argument("--no-small-faces", action="store_true", help="no full-range pass")
     ap.add_argument("--tile", type=float, default=0.5,
                     help="side of the tile pass's squares / the frame's shorter side (0: no tile pass)")
@@ -375,8 +377,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         options = None if args.baseline else CascadeOptions(
             args.refine_below, args.refine_context, close_up_pads=args.close_up_pads,
-            close_up_min_score=args.close_up_min_score, small_faces=not args.no_small_faces,
-            tile=args.tile)
+            close_up_min_score=args.close_up_min_score, close_up_lift=args.close_up_lift,
+            small_faces=not args.no_small_faces, tile=args.tile)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     pipe = ModelSet().pipeline(num_threads=args.threads, cascade=options)

@@ -12,9 +12,7 @@ a refinement of a small face:
   misses faces that fill its whole input, masked ones most (57 % of real masked 160 px crops found). The
   frame is looked at again with a black border (constant beats replicate and reflect by 20 points), and
   only a candidate with a face's geometry is kept. Lowering the score threshold of this pass found a few
-  more masked faces but tripled the false faces on face-less patches, so it keeps the model's own. Last, the
-  frame low in a bigger canvas (the forehead of a face this close is cut off at the top), at a score of 0.4:
-  7 of the 16 real masked crops no pass found, for 3 false faces in 163 face-less patches.
+  more masked faces but tripled the false faces on face-less patches, so it keeps the model's own.
 - small faces: nothing found yet, and a second, full-range model (192x192, one 48x48 anchor grid) looks
   for faces of 40-100 px that the short-range model does not see at all.
 - tiles: still nothing, and the short-range model looks at overlapping squares of ``tile`` x the frame's
@@ -25,6 +23,9 @@ a refinement of a small face:
   ``tile_every``-th such frame only (the daemon: every 3rd), and a face it found is looked for again around
   where it was in the next frames (``look_again_frames``), one pass each, so the door's vote sees it in
   every frame while the person stands there.
+- lifted close-up, last of all: the frame low in a bigger canvas (the forehead of a face this close is cut
+  off at the top), at a score of 0.4: 7 of the 16 real masked crops no other pass found, for 3 false faces in
+  163 face-less patches. Run before the small-face passes it pre-empted them with false faces in wide frames.
 
 docs/detection.md has the measurements behind each choice.
 """
@@ -133,7 +134,11 @@ class FaceCascade:
                 found = self._tiles(frame)  # confirmed on a crop: refined already
                 if o.tile_every > 1:  # a stream that skips tile passes: follow what this one found
                     self._recent = [(f, o.look_again_frames) for f in found]
-                return found
+                if found:
+                    return found
+        if not faces and o.close_up and o.close_up_lift:
+            # Last: its low score bar must not pre-empt the passes that find small faces in a wide frame.
+            faces = self._lifted(frame)
         return [self.refine(frame, f) if f.width < o.refine_below else f for f in faces]
 
     def _close_up(self, frame: np.ndarray) -> list[Detection]:
@@ -146,13 +151,16 @@ class FaceCascade:
             found = [f for f in found if plausible(f)]
             if found:
                 return found
-        if self.options.close_up_lift:
-            big = side * 2.0
-            self.passes += 1
-            found = self.near.detect_region(frame, (w - big) / 2, (h - big) / 2 - self.options.close_up_lift * side,
-                                            big, self.options.close_up_lift_min_score)
-            return [f for f in found if plausible(f)]
         return []
+
+    def _lifted(self, frame: np.ndarray) -> list[Detection]:
+        h, w = frame.shape[:2]
+        side = max(h, w)
+        big = side * 2.0
+        self.passes += 1
+        found = self.near.detect_region(frame, (w - big) / 2, (h - big) / 2 - self.options.close_up_lift * side,
+                                        big, self.options.close_up_lift_min_score)
+        return [f for f in found if plausible(f)]
 
     def _tiles(self, frame: np.ndarray) -> list[Detection]:
         h, w = frame.shape[:2]
