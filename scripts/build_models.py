@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from edge_app.vision.detector import FaceDetector  # noqa: E402
 from edge_app.vision.embedder import FaceEmbedder  # noqa: E402
 from edge_app.vision.runtime import TFLiteModel  # noqa: E402
-from scripts.common import DATA_ROOT, image_files  # noqa: E402
+from scripts.common import DATA_ROOT, image_files, not_rmfrd  # noqa: E402
 from scripts.modelbuild import calibrate_align, dlib_resnet, dlib_tf, minifasnet, sface  # noqa: E402
 from scripts.modelbuild.dlib_ref import DlibReference  # noqa: E402
 from scripts.modelbuild.faces import collect_chips  # noqa: E402
@@ -171,11 +171,16 @@ def write_notices(out: Path) -> None:
 
 
 def build_files(data: Path, step: int) -> list[Path]:
-    """The build's images: every step-th unmasked photo of the mask set, and faces-dev."""
+    """The build's images: every step-th unmasked photo of the mask set without RMFRD's, and faces-dev."""
     for folder in (data / NO_MASK, data / "faces-dev"):
         if not folder.is_dir():
             raise FileNotFoundError(f"data folder not found: {folder}")
-    return image_files(data / NO_MASK, step) + image_files(data / "faces-dev")
+    return image_files_of(data / NO_MASK, step) + image_files(data / "faces-dev")
+
+
+def image_files_of(folder: Path, step: int) -> list[Path]:
+    """Every step-th photo of folder, RMFRD's left out (scripts/common.RMFRD_NAME)."""
+    return not_rmfrd(image_files(folder))[::step]
 
 
 BUILDABLE = ("face_detector", "face_detector_full", "face_embedder", "face_embedder_dlib", "liveness")

@@ -20,12 +20,13 @@ do not exist are looked up under $EDGE_APP_DATA (default <repo>/../shared/data).
 Examples, from the repo root:
     scripts/evaluate.py ../shared/data/faces-dev --label-regex '^(obama|biden)'
     scripts/evaluate.py faces-dev --label-regex '^(obama|biden)' \\
-        --distractors masks-chandrikadeb7/dataset/without_mask --distractor-step 4 \\
+        --distractors masks-chandrikadeb7/dataset/without_mask --distractor-step 4 --exclude '^\\d+_\\d+_' \\
         --dlib --json out/eval.json --roc out/roc.png
     # impostors for picking a threshold: labeled faces against every distractor, never distractors
-    # against each other (the mask set repeats people), without the Obama photo among them
-    scripts/evaluate.py faces-dev --label-regex '^(obama|biden)' \\
-        --distractors masks-chandrikadeb7/dataset/without_mask --no-distractor-pairs --exclude '^169\\.jpg$'
+    # against each other (the mask set repeats people), without the Obama photo among them; RMFRD's
+    # photos (<n>_<n>_...) are never used: its other people judge the product
+    scripts/evaluate.py faces-dev --label-regex '^(obama|biden)' --distractors \\
+        masks-chandrikadeb7/dataset/without_mask --no-distractor-pairs --exclude '^169\\.jpg$|^\\d+_\\d+_'
     scripts/evaluate.py ~/lfw --distractors ~/strangers --json - > lfw.json
     scripts/evaluate.py --pairs ~/lfw/pairs.csv --dlib
     # the door's open-set protocol on real masked photos (docs/accuracy.md): K=1,3,5, crop and framed,

@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from edge_app.errors import ImageError  # noqa: E402
 from edge_app.imageio import read_image  # noqa: E402
-from edge_app.models import DETECTOR_KINDS, ModelSet  # noqa: E402
+from edge_app.models import ModelSet  # noqa: E402
+from edge_app.vision.cascade import FaceCascade  # noqa: E402
 from edge_app.vision.detector import Detection, FaceDetector  # noqa: E402
 from edge_app.vision.liveness import LivenessChecker, planar_residual  # noqa: E402
 from scripts import pad_attacks  # noqa: E402
@@ -70,7 +71,7 @@ class Group:
 
 
 class Scorer:
-    def __init__(self, detector: FaceDetector, checker: LivenessChecker) -> None:
+    def __init__(self, detector: FaceDetector | FaceCascade, checker: LivenessChecker) -> None:
         self.detector, self.checker = detector, checker
         self.ms: list[float] = []
 
@@ -121,7 +122,7 @@ def bona_fide(args: argparse.Namespace, scorer: Scorer, bar: Any) -> tuple[list[
     for kind in ("masked", "unmasked"):
         g, framed = Group(f"real-masked-dev {kind}", False), Group(f"real-masked-dev {kind} {BONA_FIDE_EXTRA}", False)
         for person in sorted(p for p in masked_root.iterdir() if p.is_dir()):
-            files = sorted((person / kind).glob("*.jpg"))
+            files = image_files(person / kind)
             for i, path in enumerate(files):
                 rgb = read_rgb(path)
                 if rgb is None:
@@ -353,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             args.threshold = DEFAULT.liveness.threshold
         args.motion_residual = DEFAULT.liveness.motion_residual
         ms = ModelSet(args.models)
-        scorer = Scorer(FaceDetector(ms.load(DETECTOR_KINDS["short"], 2)), ms.liveness(1))
+        # The kiosk's own detection (the cascade): the faces it scores are the faces a door would judge.
+        scorer = Scorer(ms.pipeline(num_threads=2, mask=False).detector, ms.liveness(1))
         with tqdm(desc="liveness", unit="image", disable=args.no_progress, file=sys.stderr, leave=False) as bar:
             bona, sources = bona_fide(args, scorer, bar)
             if not sources:
