@@ -243,14 +243,22 @@ def rule_dict(rule: Rule) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- calibration
 
+SOLO_FACTOR = 10  # the threshold alone keeps stranger frames accepted <= this x target_frame
+
+
 def calibrate(scored: Sequence[Scored], target_frame: float, target_walkup: float,
               masked_gallery: str, votes: int) -> tuple[Rule, dict[str, Any]]:
     """Thresholds and margins, separately for frames the classifier calls masked and unmasked: over a grid,
     the pair that accepts most genuine frames (as their own person) while stranger frames are accepted
     at most ``target_frame``; then the two thresholds are raised (a grid) so that walk-ups of strangers are
     granted at most ``target_walkup``, masked and bare photos each (pooled over every split, enrolment count
-    and presentation given), keeping most genuine walk-ups."""
-    grid_t = np.round(np.arange(0.20, 0.95, 0.005), 4)
+    and presentation given), keeping most genuine walk-ups.
+
+    The threshold must hold strangers off by itself too (at most SOLO_FACTOR x target_frame of stranger
+    frames above it, margin ignored): the margin compares with the second-best person, and a gallery of
+    one person has none, so a margin-only rule would let every stranger into a one-person door (dlib's
+    embedder, whose cosines all sit near 0.9, calibrated to threshold 0.2 without this bound)."""
+    grid_t = np.round(np.arange(0.20, 0.9951, 0.005), 4)
     grid_m = np.round(np.arange(0.0, 0.161, 0.02), 3)
     chosen: dict[bool, tuple[float, float]] = {}
     detail: dict[str, Any] = {}
@@ -264,9 +272,11 @@ def calibrate(scored: Sequence[Scored], target_frame: float, target_walkup: floa
         best: tuple[float, float, float, float] | None = None
         for m in grid_m:
             for t in grid_t:
-                acc = ok & (s1 >= t) & (gap >= m)
+                above = ok & (s1 >= t)
+                acc = above & (gap >= m)
                 fpir = acc[strg].mean() if strg.any() else 0.0
-                if fpir <= target_frame:
+                solo = above[strg].mean() if strg.any() else 0.0
+                if fpir <= target_frame and solo <= SOLO_FACTOR * target_frame:
                     tar = (acc & own)[~strg].mean() if (~strg).any() else 0.0
                     if best is None or tar > best[0]:
                         best = (float(tar), float(t), float(m), float(fpir))

@@ -65,6 +65,26 @@ def test_calibration_meets_both_stranger_targets() -> None:
     assert detail["unmasked"]["genuine_frames_accepted"] > 0.1  # not "refuse everybody"
 
 
+def test_calibrated_threshold_holds_strangers_off_without_the_margin() -> None:
+    """Scores that all sit high (dlib's cosines do) with a margin that separates well: a margin-only rule
+    meets the frame target, but a one-person gallery has no runner-up, so the threshold must do it alone."""
+    rng = np.random.default_rng(6)
+    parts = []
+    for _ in range(3):
+        sc = random_scored(rng, n=600)
+        gen = sc.pid >= 0
+        sc.top[gen] = sc.pid[gen, None]
+        sc.s1[:] = rng.uniform(0.90, 0.97, sc.s1.shape)
+        sc.s1[gen] += 0.02
+        sc.s2[:] = sc.s1 - np.where(gen[:, None], 0.2, rng.uniform(0, 0.03, sc.s1.shape))
+        parts.append(sc)
+    rule, _ = rep.calibrate(parts, target_frame=0.01, target_walkup=0.002, masked_gallery="plain", votes=3)
+    for sc in parts:
+        above = sc.found & sc.quality & (sc.s1 >= np.where(sc.masked, rule.masked_threshold, rule.threshold))
+        assert above[sc.pid < 0].mean() <= rep.SOLO_FACTOR * 0.01 + 1e-9
+    assert rule.threshold > 0.9 and rule.masked_threshold > 0.9
+
+
 def test_split_is_fixed_by_name_and_salt() -> None:
     names = [f"person{i}" for i in range(400)]
     share = np.mean([openset.is_enrolled(n) for n in names])
