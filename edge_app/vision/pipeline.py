@@ -100,7 +100,7 @@ class Pipeline:
             else:
                 chip = align(frame, det.keypoints, self.geometry, eyes_only=False)
             d = time.perf_counter()
-            q = assess(chip, det.keypoints, self.quality)
+            q = assess(chip, det.keypoints, self.quality, masked=bool(masked))
             e = time.perf_counter()
             use = q.passed or self.embed_low_quality
             emb = self.embedder.embed(chip) if use else None

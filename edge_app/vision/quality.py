@@ -59,11 +59,16 @@ def pose(keypoints: np.ndarray) -> tuple[float, float, float]:
     return eye_distance, yaw, roll
 
 
-def assess(chip: np.ndarray, keypoints: np.ndarray, cfg: QualityConfig) -> Quality:
+def assess(chip: np.ndarray, keypoints: np.ndarray, cfg: QualityConfig, masked: bool = False) -> Quality:
+    """Gates of one face. For a masked face the photometric gates (sharpness, brightness, clipping) look at the
+    eye band only: a white or black mask fills the lower half of the chip's centre and alone failed 10 of 182
+    real masked crops of real-masked-dev as too bright, too dark or clipped, though their eyes were fine."""
     eye_distance, yaw, roll = pose(keypoints)
     h, w = chip.shape[:2]
-    # The centre half of the chip is the face itself; the border is hair and background.
-    centre = cv2.cvtColor(chip[h // 4: 3 * h // 4, w // 4: 3 * w // 4], cv2.COLOR_RGB2GRAY)
+    # The centre half of the chip is the face itself; the border is hair and background. Under a mask, its
+    # upper half: brows and eyes, above the mask.
+    bottom = h // 2 if masked else 3 * h // 4
+    centre = cv2.cvtColor(chip[h // 4: bottom, w // 4: 3 * w // 4], cv2.COLOR_RGB2GRAY)
     sharpness = float(cv2.Laplacian(centre, cv2.CV_64F).var())
     brightness = float(centre.mean())
     clipped = float(((centre <= 5) | (centre >= 250)).mean())
