@@ -175,12 +175,7 @@ def build_files(data: Path, step: int) -> list[Path]:
     for folder in (data / NO_MASK, data / "faces-dev"):
         if not folder.is_dir():
             raise FileNotFoundError(f"data folder not found: {folder}")
-    return image_files_of(data / NO_MASK, step) + image_files(data / "faces-dev")
-
-
-def image_files_of(folder: Path, step: int) -> list[Path]:
-    """Every step-th photo of folder, RMFRD's left out (scripts/common.RMFRD_NAME)."""
-    return not_rmfrd(image_files(folder))[::step]
+    return not_rmfrd(image_files(data / NO_MASK))[::step] + image_files(data / "faces-dev")
 
 
 BUILDABLE = ("face_detector", "face_detector_full", "face_embedder", "face_embedder_dlib", "liveness")

@@ -675,7 +675,7 @@ def run_masked(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         files, identity = facedata.people_folder_files(args.people)
     else:
         try:  # synthetic masks on real-masked-dev's bare photos (never RMFRD's other people: they judge)
-            files, identity = facedata.dev_people_files(args.data_root or DATA_ROOT)
+            files, identity = facedata.dev_files(args.data_root or DATA_ROOT, ("unmasked",)), facedata.dev_identity
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from exc
     ms = ModelSet(args.models, embedder=args.embedder)

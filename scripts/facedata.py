@@ -5,7 +5,7 @@ photos with masks pasted on (``0_0_0 copy 12.jpg`` are copies of one photo), web
 Real-World Masked Face Dataset (RMFRD: unmasked ``<n>_<n>_<pinyin name>_<nnnn>.jpg``, masked
 ``<n>_<n>_<n>[ copy N].jpg``). RMFRD is the dataset of real-masked-dev, and its other people judge the
 product, so mask_set_files leaves those photos out (scripts/common.RMFRD_NAME); identity-labelled people
-come from real-masked-dev (dev_people_files).
+come from real-masked-dev (dev_files, dev_identity).
 
 Splits must share no image and no near-copy of one: faces are grouped by identity, by the stem of
 ``... copy N`` names, and by a perceptual hash of the upper half of the aligned face (eyes and brow,
@@ -92,13 +92,21 @@ def mask_set_files(data: Path = DATA_ROOT, step: int = 1) -> list[tuple[Path, bo
             + [(p, False) for p in not_rmfrd(image_files(without, step))])
 
 
-def dev_people_files(data: Path = DATA_ROOT) -> tuple[list[tuple[Path, bool]], Callable[[Path], str | None]]:
-    """The unmasked photos of real-masked-dev, labelled by their person folder."""
-    root = data / "real-masked-dev"
+DEV_DIR = "real-masked-dev"
+
+
+def dev_files(data: Path = DATA_ROOT, kinds: Sequence[str] = ("masked", "unmasked")) -> list[tuple[Path, bool]]:
+    """(photo, masked) of real-masked-dev, person by person; ``kinds``: its masked/ and/or unmasked/ folders."""
+    root = data / DEV_DIR
     if not root.is_dir():
         raise FileNotFoundError(f"data folder not found: {root} (set EDGE_APP_DATA)")
-    files = [(p, False) for d in sorted(root.iterdir()) if d.is_dir() for p in image_files(d / "unmasked")]
-    return files, lambda path: path.parent.parent.name
+    people = sorted(d for d in root.iterdir() if d.is_dir())
+    return [(p, kind == "masked") for d in people for kind in kinds for p in image_files(d / kind)]
+
+
+def dev_identity(path: Path) -> str | None:
+    """The person of a real-masked-dev photo (its person folder); None for any other photo."""
+    return path.parent.parent.name if DEV_DIR in path.parts else None
 
 
 def upper_bits(chip: np.ndarray) -> np.ndarray:

@@ -270,13 +270,13 @@ def calibrate(scored: Sequence[Scored], target_frame: float, target_walkup: floa
         strg = np.concatenate([np.broadcast_to((s.pid < 0)[:, None], s.top.shape)[s.masked == status]
                                for s in scored])
         best: tuple[float, float, float, float] | None = None
+        # Thresholds that hold strangers off without the margin (the share above falls as t rises).
+        solo = np.array([(ok & (s1 >= t))[strg].mean() if strg.any() else 0.0 for t in grid_t])
         for m in grid_m:
-            for t in grid_t:
-                above = ok & (s1 >= t)
-                acc = above & (gap >= m)
+            for t in grid_t[solo <= SOLO_FACTOR * target_frame]:
+                acc = ok & (s1 >= t) & (gap >= m)
                 fpir = acc[strg].mean() if strg.any() else 0.0
-                solo = above[strg].mean() if strg.any() else 0.0
-                if fpir <= target_frame and solo <= SOLO_FACTOR * target_frame:
+                if fpir <= target_frame:
                     tar = (acc & own)[~strg].mean() if (~strg).any() else 0.0
                     if best is None or tar > best[0]:
                         best = (float(tar), float(t), float(m), float(fpir))

@@ -43,7 +43,7 @@ from edge_app.vision.mask import MaskClassifier  # noqa: E402
 from edge_app.vision.runtime import TFLiteModel  # noqa: E402
 from edge_app.vision.synth_mask import draw_mask, random_style  # noqa: E402
 from scripts import facedata  # noqa: E402
-from scripts.common import DATA_ROOT, UsageError, image_files, run_main  # noqa: E402
+from scripts.common import DATA_ROOT, UsageError, run_main  # noqa: E402
 from scripts.modelbuild.quant import full_int8, samples  # noqa: E402
 
 log = logging.getLogger("train_mask")
@@ -51,7 +51,6 @@ log = logging.getLogger("train_mask")
 INPUT = 64
 VAL_FRACTION = 0.2
 SEED = 20261124
-DEV = "real-masked-dev"
 
 
 def synthetic(faces: list[facedata.FaceRecord], geometry: ChipGeometry, seed: int) -> np.ndarray:
@@ -64,18 +63,8 @@ def synthetic(faces: list[facedata.FaceRecord], geometry: ChipGeometry, seed: in
     return np.array(out, np.uint8).reshape(-1, geometry.size, geometry.size, 3)
 
 
-def dev_files(data: Path) -> list[tuple[Path, bool]]:
-    """real-masked-dev's photos: real masks and bare faces of the kind the product is judged on (its people
-    are split by identity like everyone else, so validation people are never trained on)."""
-    root = data / DEV
-    if not root.is_dir():
-        raise FileNotFoundError(f"data folder not found: {root} (set EDGE_APP_DATA)")
-    people = sorted(d for d in root.iterdir() if d.is_dir())
-    return [(p, kind == "masked") for d in people for kind in ("masked", "unmasked") for p in image_files(d / kind)]
-
-
 def source(face: facedata.FaceRecord, kind: str) -> str:
-    return f"dev_{kind}" if DEV in face.path.parts else kind
+    return kind if facedata.dev_identity(face.path) is None else f"dev_{kind}"
 
 
 def labelled(real: list[facedata.FaceRecord], synth: np.ndarray, plain: list[facedata.FaceRecord],
@@ -173,7 +162,7 @@ def latency(model: MaskClassifier, chips: np.ndarray, runs: int = 300) -> dict[s
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
-        files = facedata.mask_set_files(args.data) + dev_files(args.data)
+        files = facedata.mask_set_files(args.data) + facedata.dev_files(args.data)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -186,7 +175,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pipe = ms.pipeline(num_threads=2, mask=False)
     faces, skipped = facedata.collect(pipe, geometry, files,
                                       lambda it: tqdm(it, total=len(files), desc="faces", unit="img"),
-                                      lambda path: path.parent.parent.name if DEV in path.parts else None)
+                                      facedata.dev_identity)
     keys = facedata.group_keys(faces)
     is_val = facedata.split_by_group(keys, VAL_FRACTION)
     log.info("%d faces (%d images without one), %d groups, %d validation faces", len(faces), len(skipped),

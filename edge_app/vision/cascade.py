@@ -142,24 +142,23 @@ class FaceCascade:
         return [self.refine(frame, f) if f.width < o.refine_below else f for f in faces]
 
     def _close_up(self, frame: np.ndarray) -> list[Detection]:
-        h, w = frame.shape[:2]
-        side = max(h, w)
         for pad in self.options.close_up_pads:
-            big = side * (1 + 2 * pad)
-            self.passes += 1
-            found = self.near.detect_region(frame, (w - big) / 2, (h - big) / 2, big, self.options.close_up_min_score)
-            found = [f for f in found if plausible(f)]
+            found = self._canvas(frame, pad, 0.0, self.options.close_up_min_score)
             if found:
                 return found
         return []
 
     def _lifted(self, frame: np.ndarray) -> list[Detection]:
+        return self._canvas(frame, 0.5, self.options.close_up_lift, self.options.close_up_lift_min_score)
+
+    def _canvas(self, frame: np.ndarray, pad: float, lift: float, min_score: float) -> list[Detection]:
+        """Faces with a face's geometry in the frame seen on a square canvas ``pad`` x its longer side wider on
+        each side, the frame raised by ``lift`` x that side."""
         h, w = frame.shape[:2]
         side = max(h, w)
-        big = side * 2.0
+        big = side * (1 + 2 * pad)
         self.passes += 1
-        found = self.near.detect_region(frame, (w - big) / 2, (h - big) / 2 - self.options.close_up_lift * side,
-                                        big, self.options.close_up_lift_min_score)
+        found = self.near.detect_region(frame, (w - big) / 2, (h - big) / 2 - lift * side, big, min_score)
         return [f for f in found if plausible(f)]
 
     def _tiles(self, frame: np.ndarray) -> list[Detection]:

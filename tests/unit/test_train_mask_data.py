@@ -9,7 +9,7 @@ import pytest
 
 from scripts import facedata
 from scripts.common import RMFRD_NAME, not_rmfrd
-from scripts.train_mask import dev_files, labelled
+from scripts.train_mask import labelled
 from tests.conftest import DATA
 
 
@@ -44,7 +44,7 @@ def test_training_files_hold_no_rmfrd_photo_and_every_dev_photo():
     mask_set = facedata.mask_set_files(DATA)
     assert mask_set and not any(RMFRD_NAME.match(p.name) for p, _ in mask_set)
     assert {m for _, m in mask_set} == {True, False}
-    dev = dev_files(DATA)
+    dev = facedata.dev_files(DATA)
     photos = [p for p in DATA.glob("real-masked-dev/*/*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
     assert len(dev) == len(photos)
     assert all(m == (p.parent.name == "masked") for p, m in dev)
