@@ -348,6 +348,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--close-up-min-score", type=float, default=CascadeOptions.close_up_min_score)
     ap.add_argument("--close-up-lift", type=float, default=CascadeOptions.close_up_lift,
                     help="the last close-up pass's raise of the frame (share of its side; 0: off)")
+    ap.add_argument("--close-up-turns", default=",".join(map(str, CascadeOptions.close_up_turns)),
+                    help="angles (degrees) of the last pass, the frame turned for a tilted head ('': off)")
     ap.add_argument("--no-small-faces", action="store_true", help="no full-range pass")
     ap.add_argument("--tile", type=float, default=0.5,
                     help="side of the tile pass's squares / the frame's shorter side (0: no tile pass)")
@@ -358,9 +360,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     try:
         args.widths = sorted({int(w) for w in args.widths.split(",")})
         args.close_up_pads = tuple(float(p) for p in args.close_up_pads.split(",") if p)
+        args.close_up_turns = tuple(float(a) for a in args.close_up_turns.split(",") if a)
     except ValueError:
-        ap.error(f"--widths and --close-up-pads are comma-separated numbers, got {args.widths!r} / "
-                 f"{args.close_up_pads!r}")
+        ap.error(f"--widths, --close-up-pads and --close-up-turns are comma-separated numbers, got "
+                 f"{args.widths!r} / {args.close_up_pads!r} / {args.close_up_turns!r}")
     if REFERENCE_WIDTH not in args.widths or min(args.widths) < 16 or max(args.widths) > FRAME_H:
         ap.error(f"--widths must lie in 16..{FRAME_H} and include {REFERENCE_WIDTH}, got {args.widths}")
     if args.plot is not None and args.plot.suffix.lower() != ".png":
@@ -378,7 +381,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         options = None if args.baseline else CascadeOptions(
             args.refine_below, args.refine_context, close_up_pads=args.close_up_pads,
             close_up_min_score=args.close_up_min_score, close_up_lift=args.close_up_lift,
-            small_faces=not args.no_small_faces, tile=args.tile)
+            close_up_turns=args.close_up_turns, small_faces=not args.no_small_faces, tile=args.tile)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     pipe = ModelSet().pipeline(num_threads=args.threads, cascade=options)

@@ -183,11 +183,45 @@ class FaceDetector:
         side = max(h, w)
         return self.detect_region(frame, (w - side) / 2, (h - side) / 2, side, min_score)
 
+    def detect_turned(self, frame: np.ndarray, degrees: float, pad: float, lift: float,
+                      min_score: float | None = None) -> list[Detection]:
+        """Faces in the frame turned by ``degrees`` (counter-clockwise) about its centre, seen on a square
+        canvas ``pad`` x its longer side wider on each side and raised by ``lift`` x that side: a tilted head
+        the upright passes miss stands upright here. Keypoints map back exactly; the box is the upright
+        box's size about its mapped centre."""
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
+        h, w = frame.shape[:2]
+        side = max(h, w)
+        s = self.size / (side * (1 + 2 * pad))
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, s)
+        m[0, 2] += self.size / 2 - w / 2
+        m[1, 2] += self.size / 2 - h / 2 + lift * side * s
+        canvas = cv2.warpAffine(frame, m, (self.size, self.size),
+                                flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+        back = cv2.invertAffineTransform(m)
+        faces = []
+        for box, kp, score in self._candidates(canvas, min_score):
+            centre = np.array([box[0] + box[2], box[1] + box[3]]) / 2 @ back[:, :2].T + back[:, 2]
+            half = np.array([box[2] - box[0], box[3] - box[1]]) / (2 * s)
+            faces += self._clipped(np.concatenate([centre - half, centre + half]),
+                                   kp @ back[:, :2].T + back[:, 2], score, w, h)
+        return faces
+
     def detect_region(self, frame: np.ndarray, x0: float, y0: float, side: float,
                       min_score: float | None = None) -> list[Detection]:
         """Faces seen in the square region [x0, x0 + side)^2 of the frame (see view), in frame pixels,
         clipped to the frame; min_score overrides the detector's own for this call."""
         canvas, back = self.view(frame, x0, y0, side)
+        h, w = frame.shape[:2]
+        scale, offset = back[:, 0], back[:, 1]
+        faces = []
+        for box, kp, score in self._candidates(canvas, min_score):
+            faces += self._clipped(box * np.tile(scale, 2) + np.tile(offset, 2), kp * scale + offset, score, w, h)
+        return faces
+
+    def _candidates(self, canvas: np.ndarray, min_score: float | None) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """Boxes, keypoints (input px) and scores of one model run on the canvas, after weighted NMS."""
         outs = self.model.run(self.to_tensor(canvas))
         # Outputs are (1, N, 16) regressors and (1, N, 1) scores; tell them apart by shape.
         raw_boxes = next(o for o in outs if o.shape[-1] == 16)
@@ -195,15 +229,13 @@ class FaceDetector:
         boxes, kps, scores = self.decode(raw_boxes, raw_scores, min_score)
         if not len(scores):
             return []
-        h, w = frame.shape[:2]
-        scale, offset = back[:, 0], back[:, 1]
-        faces = []
-        for box, kp, score in weighted_nms(boxes, kps, scores, self.iou_threshold)[: self.max_faces]:
-            box = box * np.tile(scale, 2) + np.tile(offset, 2)
-            kp = kp * scale + offset
-            x0_, y0_ = float(np.clip(box[0], 0, w)), float(np.clip(box[1], 0, h))
-            x1_, y1_ = float(np.clip(box[2], 0, w)), float(np.clip(box[3], 0, h))
-            if x1_ - x0_ < 2 or y1_ - y0_ < 2:
-                continue
-            faces.append(Detection((x0_, y0_, x1_, y1_), score, kp.astype(np.float32)))
-        return faces
+        return list(weighted_nms(boxes, kps, scores, self.iou_threshold)[: self.max_faces])
+
+    @staticmethod
+    def _clipped(box: np.ndarray, kp: np.ndarray, score: float, w: int, h: int) -> list[Detection]:
+        """The detection with its box clipped to the w x h frame; none when little of it is left."""
+        x0, y0 = float(np.clip(box[0], 0, w)), float(np.clip(box[1], 0, h))
+        x1, y1 = float(np.clip(box[2], 0, w)), float(np.clip(box[3], 0, h))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return []
+        return [Detection((x0, y0, x1, y1), float(score), kp.astype(np.float32))]

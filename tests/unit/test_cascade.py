@@ -113,8 +113,8 @@ def test_face_less_images_have_no_face(cascade, rgb):
 def test_lifted_close_up_finds_masked_faces_cut_off_at_the_forehead(cascade, masked_dev):
     """Real masked crops so close that the forehead leaves the top of the image: no centred pass finds
     them; the frame placed low in a bigger canvas does, with the eyes where they are in the crop."""
-    no_lift = FaceCascade(cascade.near, cascade.far, CascadeOptions(close_up_lift=0.0, tile=0))
-    lift = FaceCascade(cascade.near, cascade.far, CascadeOptions(tile=0))
+    no_lift = FaceCascade(cascade.near, cascade.far, CascadeOptions(close_up_lift=0.0, tile=0, close_up_turns=()))
+    lift = FaceCascade(cascade.near, cascade.far, CascadeOptions(tile=0, close_up_turns=()))
     missed = [img for img in (read_image(f) for f in sorted(masked_dev.glob("*/masked/*.jpg")))
               if not no_lift.detect(img)]
     assert len(missed) >= 10
@@ -127,6 +127,38 @@ def test_lifted_close_up_finds_masked_faces_cut_off_at_the_forehead(cascade, mas
             assert (eyes[:, 1] < 0.6 * img.shape[0]).all() and (eyes[:, 1] > 0).all(), eyes
             assert (eyes[:, 0] > 0).all() and (eyes[:, 0] < img.shape[1]).all(), eyes
     assert found >= 5, (found, len(missed))
+
+
+def test_turned_pass_maps_keypoints_back_to_the_frame(cascade, rgb):
+    """A face turned by 30 degrees, seen turned back upright: its keypoints land where the upright face's
+    keypoints went under the same turn."""
+    img = rgb("obama.jpg")
+    upright = cascade.near.detect(img)[0]
+    h, w = img.shape[:2]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), 30.0, 1.0)
+    tilted = cv2.warpAffine(img, turn, (w, h))
+    expected = upright.keypoints[:4] @ turn[:, :2].T + turn[:, 2]
+    found = cascade.near.detect_turned(tilted, -30.0, 0.0, 0.0)
+    assert len(found) == 1
+    eye_dist = float(np.linalg.norm(upright.keypoints[1] - upright.keypoints[0]))
+    assert float(np.abs(found[0].keypoints[:4] - expected).max()) < 0.1 * eye_dist
+    cx, cy = (found[0].box[0] + found[0].box[2]) / 2, (found[0].box[1] + found[0].box[3]) / 2
+    assert found[0].box[0] < expected[:, 0].min() and expected[:, 0].max() < found[0].box[2]
+    assert abs(cy - expected[:2, 1].mean()) < found[0].height / 2 and abs(cx - expected[:2, 0].mean()) < eye_dist
+
+
+def test_turned_close_up_finds_tilted_masked_faces(cascade, masked_dev):
+    """Real masked close-ups of tilted or bent heads that every upright pass misses: the frame turned by
+    25 degrees either way finds some of them, eyes inside the image and a face's geometry."""
+    upright = FaceCascade(cascade.near, cascade.far, CascadeOptions(close_up_turns=()))
+    missed = [img for img in (read_image(f) for f in sorted(masked_dev.glob("*/masked/*.jpg")))
+              if not upright.detect(img)]
+    assert len(missed) >= 6
+    found = [faces[0] for faces in (cascade.detect(img) for img in missed) if faces]
+    assert len(found) >= 4, (len(found), len(missed))
+    for f in found:
+        assert plausible(f)
+        assert (f.keypoints[:2] >= 0).all() and (f.keypoints[:2] < 160).all(), f.keypoints[:2]
 
 
 def test_detect_region_maps_back_to_frame_pixels(cascade, rgb):
@@ -151,7 +183,8 @@ def test_plain_frame_detection_is_unchanged_without_the_cascade(model_set, rgb):
     ({"refine_below": -1}, "refine_below"), ({"refine_context": 0.5}, "refine_context"),
     ({"close_up_min_score": 1.5}, "close_up_min_score"), ({"close_up_pads": (0.0,)}, "close_up_pads"),
     ({"refine_min_score": 0.0}, "refine_min_score"), ({"close_up_lift": 1.5}, "close_up_lift"),
-    ({"close_up_lift_min_score": 0.0}, "close_up_lift_min_score")])
+    ({"close_up_lift_min_score": 0.0}, "close_up_lift_min_score"), ({"close_up_turns": (0.0,)}, "close_up_turns"),
+    ({"close_up_turns": (90.0,)}, "close_up_turns"), ({"close_up_turn_min_score": 1.0}, "close_up_turn_min_score")])
 def test_bad_cascade_options_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CascadeOptions(**kwargs)
@@ -213,7 +246,7 @@ def test_tile_pass_finds_small_masked_faces_the_other_passes_miss(cascade, maske
         assert not faces or _found_at(faces, x, y, 100), "a face where none was pasted"
     assert after >= before + 8, (before, after)
     # An empty frame pays for every pass: 1 whole frame + 3 close-up + 1 full-range + 12 squares.
-    assert cascade.detect(np.full((480, 640, 3), 110, np.uint8)) == [] and cascade.passes == 17
+    assert cascade.detect(np.full((480, 640, 3), 110, np.uint8)) == [] and cascade.passes == 19
 
 
 def test_tile_setting_is_read_and_checked(tmp_path):
@@ -240,7 +273,7 @@ def test_a_stream_tiles_every_nth_empty_frame_and_keeps_a_tile_found_face(cascad
     for _ in range(3):
         assert stream.detect(empty) == []
         passes.append(stream.passes)
-    assert passes == [5, 5, 17]  # whole frame, 3 close-up, full range; the tile pass on the 3rd
+    assert passes == [7, 7, 19]  # whole frame, 3 close-up, full range, 2 turned; the tile pass on the 3rd
     found = [stream.detect(frame) for _ in range(6)]
     # Missed until the next tile pass (3rd empty frame since the last), then followed frame after frame.
     hits = [bool(f) and _found_at(f, x, y, 100) for f in found]
