@@ -57,8 +57,9 @@ def check_models(args: argparse.Namespace) -> tuple[str, str]:
 
     mask = "with" if pipe.mask_classifier is not None else "WITHOUT"
     live = "liveness on" if pipe.liveness is not None else "liveness OFF"
+    eyes = "eye centres from the eye-landmark model" if pipe.eyes is not None else "eye centres from the detector ONLY"
     return OK, (f"{len(names)} models match MANIFEST.json in {ms.dir}; {ms.embedder} embedder, {mask} mask status, "
-                f"{live}; runtime {runtime_name()}")
+                f"{eyes}, {live}; runtime {runtime_name()}")
 
 
 def check_camera(cfg: Config, source_spec: str | None) -> tuple[str, str]:

@@ -49,6 +49,7 @@ port = {mqtt_broker.port}
     assert status["clock"] in ("ok", "warn")  # no timedatectl in a container: a warning, not a failure
     detail = {c["check"]: c["detail"] for c in report["checks"]}
     assert "320x240" in detail["camera"] and "GPIO27" in detail["gpio"] and "accepted" in detail["mqtt"]
+    assert "eye centres from the eye-landmark model" in detail["models"], detail["models"]
     code, out = run(capsys, "doctor", "--config", str(cfg))
     assert code == EXIT_OK and out.splitlines()[0].split()[:2] == ["config", "OK"]
 
