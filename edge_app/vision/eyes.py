@@ -1,11 +1,12 @@
 """Eye centres from an eye-landmark model, for alignment.
 
 BlazeFace gives one point per eye, read off a 128x128 view of the frame: for a face of 100-160 px it is off
-by ~8 % of the eye distance (median, against dlib's landmarks), and the embedder's chip moves with it. The masked face is
-aligned on the eyes alone, so there the error goes straight into the embedding. MediaPipe's iris model looks
-at each eye on its own 64x64 crop (turned so the eyes are level) and draws the eyelids; the centre of the
-eyelid contour replaces BlazeFace's point: half the error against an independent landmarker, and on real-masked-dev
-a third more bare and nearly half more masked walk-ups granted at the same stranger rate (docs/accuracy.md).
+by ~8 % of the eye distance (median, against dlib's landmarks), and the embedder's chip moves with it. The
+masked face is aligned on the eyes alone, so there the error goes straight into the embedding. MediaPipe's
+iris model looks at each eye on its own 64x64 crop (turned so the eyes are level) and draws the eyelids; the
+centre of the eyelid contour replaces BlazeFace's point: half the error against an independent landmarker,
+and on real-masked-dev a third more bare and nearly half more masked walk-ups granted at the same stranger
+rate (docs/accuracy.md).
 
 A refined eye that lands far from BlazeFace's point (an eye hidden by hair, a hand, a reflection on glasses)
 is not trusted: BlazeFace's point is kept for it.
