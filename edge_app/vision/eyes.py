@@ -17,6 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from edge_app.vision.detector import check_frame
 from edge_app.vision.runtime import TFLiteModel
 
 INPUT = 64
@@ -68,8 +69,7 @@ class EyeLandmarks:
     def refine(self, frame: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
         """BlazeFace keypoints (6, 2) -> the same with each eye at its eyelid contour's centre when that lies
         within max_shift x the eye distance of BlazeFace's point."""
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
+        check_frame(frame)
         kp = np.asarray(keypoints, np.float64)
         right, left = kp[0], kp[1]  # subject's right eye: on the image's left
         d = left - right
