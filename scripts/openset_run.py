@@ -77,8 +77,10 @@ def run_openset(args: argparse.Namespace, counts: list[int]) -> tuple[dict[str, 
                     disable=args.no_progress or not sys.stderr.isatty())
 
     cache = None if str(args.cache) in ("", ".") else args.cache
-    # Any change to the models or to the vision code (detection passes, alignment, ...) is a new cache entry.
-    vision = sorted((Path(openset.__file__).parents[1] / "edge_app" / "vision").glob("*.py"))
+    # Any change to the models, the vision code (detection passes, alignment, ...) or the enrolment's templates
+    # (edge_app/enrol.py) is a new cache entry.
+    code = Path(openset.__file__).parents[1] / "edge_app"
+    vision = [*sorted((code / "vision").glob("*.py")), code / "enrol.py"]
     model_key = "|".join([ms.embedder_sha, *(ms.info(n, verify=False).sha256 for n in ms.manifest["models"]),
                           args.detector, *(hashlib.sha256(p.read_bytes()).hexdigest() for p in vision)])
     emb = openset.embed_files(pipe, files, probe_files, enrol_files, args.masked_templates, cache, model_key,

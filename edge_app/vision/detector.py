@@ -97,6 +97,17 @@ def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray,
     return results
 
 
+def area_shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """cv2.resize(..., INTER_AREA), the same pixels. By an odd whole factor (640x480 -> 128x96: 5) it is a box
+    filter read every k-th pixel, twice as fast here: with k*k odd, no average lies on a rounding tie."""
+    h, w = image.shape[:2]
+    k = w // width
+    if k > 1 and k % 2 == 1 and w == k * width and h == k * height:
+        box = cv2.boxFilter(image, -1, (k, k), anchor=(0, 0), normalize=True, borderType=cv2.BORDER_REPLICATE)
+        return np.ascontiguousarray(box[::k, ::k])
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
 def check_frame(frame: np.ndarray) -> None:
     """ValueError unless ``frame`` is an RGB uint8 image (H, W, 3)."""
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
@@ -143,9 +154,10 @@ class FaceDetector:
         dy = int(np.clip(round((fy0 - y0) * s), 0, self.size - 1))
         nw = max(1, min(self.size - dx, round((fx1 - fx0) * s)))
         nh = max(1, min(self.size - dy, round((fy1 - fy0) * s)))
-        # INTER_AREA averages when shrinking (no aliasing); enlarging a small crop wants bilinear.
-        interp = cv2.INTER_AREA if nw < fx1 - fx0 else cv2.INTER_LINEAR
-        canvas[dy:dy + nh, dx:dx + nw] = cv2.resize(frame[fy0:fy1, fx0:fx1], (nw, nh), interpolation=interp)
+        # Averaging when shrinking (no aliasing); enlarging a small crop wants bilinear.
+        part = frame[fy0:fy1, fx0:fx1]
+        canvas[dy:dy + nh, dx:dx + nw] = (area_shrink(part, nw, nh) if nw < fx1 - fx0
+                                          else cv2.resize(part, (nw, nh), interpolation=cv2.INTER_LINEAR))
         ax, ay = (fx1 - fx0) / nw, (fy1 - fy0) / nh
         back = np.array([[ax, fx0 - dx * ax], [ay, fy0 - dy * ay]], np.float64)
         return canvas, back

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from edge_app.vision.detector import FaceDetector, ssd_anchors, weighted_nms
+from edge_app.vision.detector import FaceDetector, area_shrink, ssd_anchors, weighted_nms
 
 PORTRAITS = ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"]
 
@@ -83,3 +84,16 @@ def test_detector_rejects_a_model_that_is_not_blazeface(model_set):
     emb = model_set.load("face_embedder")
     with pytest.raises(ValueError, match="not a BlazeFace input shape"):
         FaceDetector(emb)
+
+
+@pytest.mark.parametrize(("part", "size"), [((480, 640), (128, 96)), ((480, 639), (213, 160)),
+                                           ((480, 640), (160, 120)), ((450, 600), (100, 75)),
+                                           ((480, 640), (200, 150))])
+def test_area_shrink_gives_the_pixels_of_inter_area(rgb, part, size):
+    """By 5 and 3 it takes the box-filter path; by 4, 6 and 3.2 it is cv2.resize itself: the same pixels either
+    way, on a photo and on noise (noise has every rounding case)."""
+    photo = cv2.resize(rgb("obama.jpg"), (640, 480), interpolation=cv2.INTER_LINEAR)
+    noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    for img in (photo, noise):
+        crop = img[: part[0], : part[1]]
+        np.testing.assert_array_equal(area_shrink(crop, *size), cv2.resize(crop, size, interpolation=cv2.INTER_AREA))
