@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,6 +28,27 @@ def faces_dev() -> Path:
     if not (FACES_DEV / "obama.jpg").is_file():
         pytest.fail(f"real face images not found in {FACES_DEV}; set EDGE_APP_FACES_DEV", pytrace=False)
     return FACES_DEV
+
+
+@pytest.fixture
+def models_copy(tmp_path: Path) -> Path:
+    """A writable copy of the bundled models folder, to break in one way per test."""
+    import shutil
+
+    from edge_app.models import default_models_dir
+
+    dst = tmp_path / "models"
+    shutil.copytree(default_models_dir(), dst)
+    return dst
+
+
+def edit_manifest(models: Path, fn: Callable[[dict[str, Any]], object]) -> None:
+    """Apply ``fn`` to the MANIFEST.json of a models folder (e.g. drop an entry) and write it back."""
+    import json
+
+    m = json.loads((models / "MANIFEST.json").read_text())
+    fn(m)
+    (models / "MANIFEST.json").write_text(json.dumps(m))
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edge_app.vision.detector import check_frame
 from edge_app.vision.runtime import TFLiteModel
 
 Box = tuple[float, float, float, float]
@@ -53,8 +54,7 @@ def crop_box(box: Box, scale: float, frame_w: int, frame_h: int) -> tuple[int, i
 
 def crop(frame_rgb: np.ndarray, box: Box, scale: float, size: int = CROP) -> np.ndarray:
     """The network's input: BGR uint8 (size, size, 3) cut from an RGB frame."""
-    if frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3 or frame_rgb.dtype != np.uint8:
-        raise ValueError(f"frame must be uint8 (H, W, 3), got {frame_rgb.dtype} {frame_rgb.shape}")
+    check_frame(frame_rgb)
     h, w = frame_rgb.shape[:2]
     x0, y0, x1, y1 = crop_box(box, scale, w, h)
     patch = cv2.resize(frame_rgb[y0:y1 + 1, x0:x1 + 1], (size, size))

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 
 import numpy as np
 
 from edge_app.cli import EXIT_ERROR, EXIT_OK, main
-from edge_app.models import default_models_dir
-from tests.conftest import write_video
+from tests.conftest import edit_manifest, write_video
 
 
 def run(capsys, *argv):  # type: ignore[no-untyped-def]
@@ -54,9 +52,8 @@ port = {mqtt_broker.port}
     assert code == EXIT_OK and out.splitlines()[0].split()[:2] == ["config", "OK"]
 
 
-def test_broken_install_names_each_problem(tmp_path, capsys):
-    models = tmp_path / "models"
-    shutil.copytree(default_models_dir(), models)
+def test_broken_install_names_each_problem(tmp_path, models_copy, capsys):
+    models = models_copy
     (models / "mask_classifier.tflite").write_bytes(b"corrupt")
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the state folder should be")
@@ -134,12 +131,9 @@ password_file = "{password}"
         rows["mqtt"]["detail"]
 
 
-def test_models_check_fails_when_liveness_is_on_and_its_networks_are_missing(tmp_path, capsys):
-    models = tmp_path / "models"
-    shutil.copytree(default_models_dir(), models)
-    manifest = json.loads((models / "MANIFEST.json").read_text())
-    del manifest["models"]["liveness_v1se"]
-    (models / "MANIFEST.json").write_text(json.dumps(manifest))
+def test_models_check_fails_when_liveness_is_on_and_its_networks_are_missing(tmp_path, models_copy, capsys):
+    models = models_copy
+    edit_manifest(models, lambda m: m["models"].pop("liveness_v1se"))
     cfg = tmp_path / "kiosk.toml"
     cfg.write_text(f'[models]\ndir = "{models}"\n')
     code, out = run(capsys, "doctor", "--config", str(cfg), "--json", "--skip", "camera,gpio,mqtt,sqlite,clock,disk")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from pathlib import Path
 
 import cv2
@@ -13,10 +11,10 @@ import pytest
 
 from edge_app.errors import ModelError
 from edge_app.imageio import read_image
-from edge_app.models import ModelSet, default_models_dir
+from edge_app.models import ModelSet
 from edge_app.vision.align import align
 from edge_app.vision.eyes import EyeLandmarks
-from tests.conftest import DATA
+from tests.conftest import DATA, edit_manifest
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +92,7 @@ def test_a_wrong_model_or_setting_is_named(model_set):
         EyeLandmarks(model_set.load("eye_landmarks", 1), max_shift=0.0)
 
 
-def test_the_pipeline_aligns_on_refined_eyes_and_runs_without_the_model(tmp_path, caplog):
+def test_the_pipeline_aligns_on_refined_eyes_and_runs_without_the_model(models_copy, caplog):
     ms = ModelSet()
     assert ms.info("eye_landmarks").entry["licence"] == "Apache-2.0"
     img = read_image(DATA / "faces-dev" / "obama.jpg")
@@ -109,14 +107,11 @@ def test_the_pipeline_aligns_on_refined_eyes_and_runs_without_the_model(tmp_path
     moved = np.linalg.norm(refined[:2] - kp[:2], axis=1)
     dist = float(np.linalg.norm(kp[1] - kp[0]))
     assert (moved > 0).all() and (moved < 0.2 * dist).all(), moved / dist
-    dst = tmp_path / "models"
-    shutil.copytree(default_models_dir(), dst)
+    dst = models_copy
     (dst / "eye_landmarks.tflite").unlink()
     with pytest.raises(ModelError, match=r"model file not found: .*eye_landmarks\.tflite"):
         ModelSet(dst).pipeline()
-    manifest = json.loads((dst / "MANIFEST.json").read_text())
-    del manifest["models"]["eye_landmarks"]
-    (dst / "MANIFEST.json").write_text(json.dumps(manifest))
+    edit_manifest(dst, lambda m: m["models"].pop("eye_landmarks"))
     with caplog.at_level(logging.WARNING, logger="edge_app.models"):
         pipe = ModelSet(dst).pipeline()
     assert pipe.eyes is None and "eye_landmarks" in caplog.text

@@ -43,7 +43,7 @@ def test_crop_is_bgr_80x80_and_bad_input_is_named() -> None:
     assert out[..., 2].min() == 200 and out[..., 0].max() == 0  # red is the last channel in BGR
     with pytest.raises(ValueError, match="empty face box"):
         crop(frame, (10, 10, 10, 30), 2.7)
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(ValueError, match="expected an RGB uint8 frame"):
         crop(frame.astype(np.float32), BOX, 2.7)
 
 

@@ -3,20 +3,17 @@ real masked photos from the data set, and synthetic masks."""
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import numpy as np
 import pytest
 
 from edge_app.errors import ModelError
 from edge_app.imageio import read_image
-from edge_app.models import ModelSet, default_models_dir
+from edge_app.models import ModelSet
 from edge_app.vision.mask import MaskClassifier
 from edge_app.vision.runtime import TFLiteModel
 from edge_app.vision.synth_mask import MASK_KINDS, draw_mask, random_style
 from scripts.common import not_rmfrd
-from tests.conftest import DATA
+from tests.conftest import DATA, edit_manifest
 
 PORTRAITS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")
 
@@ -96,7 +93,7 @@ def test_classifier_rejects_bad_chips_and_wrong_models(model_set):
         MaskClassifier(embedder)
 
 
-def test_manifest_entry_and_corrupt_classifier(tmp_path):
+def test_manifest_entry_and_corrupt_classifier(models_copy):
     ms = ModelSet()
     entry = ms.info("mask_classifier").entry
     assert entry["input"]["dtype"] == "uint8" and entry["precision"].startswith("full int8")
@@ -105,8 +102,7 @@ def test_manifest_entry_and_corrupt_classifier(tmp_path):
     assert val["accuracy"] >= 0.97
     assert val["dev_real_mask"]["accuracy"] >= 0.95 and val["dev_no_mask"]["accuracy"] >= 0.9
     assert "without RMFRD" in entry["source"]["data"]
-    dst = tmp_path / "models"
-    shutil.copytree(default_models_dir(), dst)
+    dst = models_copy
     (dst / "mask_classifier.tflite").write_bytes(b"not a model")
     with pytest.raises(ModelError, match=r"mask_classifier\.tflite: sha256 .* does not match"):
         ModelSet(dst).pipeline()
@@ -114,8 +110,6 @@ def test_manifest_entry_and_corrupt_classifier(tmp_path):
     with pytest.raises(ModelError, match=r"model file not found: .*mask_classifier\.tflite"):
         ModelSet(dst).pipeline()
     # A model set without a classifier still recognises, without mask status, and says so.
-    manifest = json.loads((dst / "MANIFEST.json").read_text())
-    del manifest["models"]["mask_classifier"]
-    (dst / "MANIFEST.json").write_text(json.dumps(manifest))
+    edit_manifest(dst, lambda m: m["models"].pop("mask_classifier"))
     pipe = ModelSet(dst).pipeline()
     assert pipe.mask_classifier is None

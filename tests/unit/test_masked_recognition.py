@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import numpy as np
 import pytest
 
@@ -13,10 +10,10 @@ from edge_app.errors import ModelError
 from edge_app.gallery.matcher import Matcher
 from edge_app.gallery.store import Gallery
 from edge_app.imageio import read_image
-from edge_app.models import FALLBACK_THRESHOLDS, ModelSet, default_models_dir
+from edge_app.models import FALLBACK_THRESHOLDS, ModelSet
 from edge_app.recognizer import Reason, RecognitionPolicy, Recognizer
 from edge_app.vision.synth_mask import draw_mask, random_style
-from tests.conftest import kiosk_frame
+from tests.conftest import edit_manifest, kiosk_frame
 
 
 @pytest.fixture(scope="module")
@@ -168,19 +165,6 @@ def test_dlib_embedder_works_through_the_same_code(dlib_model_set, dlib_pipeline
 def test_policy_rejects_out_of_range_thresholds():
     with pytest.raises(ValueError, match="masked_threshold is a cosine"):
         RecognitionPolicy(0.9, 1.5)
-
-
-@pytest.fixture
-def models_copy(tmp_path):  # type: ignore[no-untyped-def]
-    dst = tmp_path / "models"
-    shutil.copytree(default_models_dir(), dst)
-    return dst
-
-
-def edit_manifest(path, fn):  # type: ignore[no-untyped-def]
-    m = json.loads((path / "MANIFEST.json").read_text())
-    fn(m)
-    (path / "MANIFEST.json").write_text(json.dumps(m))
 
 
 def test_thresholds_missing_foreign_or_malformed(models_copy, caplog):

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import pytest
 
 from edge_app.errors import EdgeAppError, ImageError, InputNotFoundError, ModelError, ModelNotFoundError
 from edge_app.imageio import read_image
-from edge_app.models import ModelSet, default_models_dir
-
-
-@pytest.fixture
-def models_copy(tmp_path):
-    dst = tmp_path / "models"
-    shutil.copytree(default_models_dir(), dst)
-    return dst
+from edge_app.models import ModelSet
+from tests.conftest import edit_manifest
 
 
 def test_bundled_models_verify(model_set):
@@ -31,9 +22,7 @@ def test_bundled_models_verify(model_set):
 def test_unknown_or_absent_embedder(models_copy):
     with pytest.raises(ModelError, match="unknown embedder 'arcface'"):
         ModelSet(models_copy, embedder="arcface")
-    m = json.loads((models_copy / "MANIFEST.json").read_text())
-    del m["models"]["face_embedder_dlib"]
-    (models_copy / "MANIFEST.json").write_text(json.dumps(m))
+    edit_manifest(models_copy, lambda m: m["models"].pop("face_embedder_dlib"))
     with pytest.raises(ModelNotFoundError, match="no dlib embedder"):
         ModelSet(models_copy, embedder="dlib")
 
@@ -64,9 +53,7 @@ def test_garbage_model_with_matching_manifest_cannot_load(models_copy):
     p.write_bytes(b"not a flatbuffer at all" * 10)
     from edge_app.models import file_sha256
 
-    manifest = json.loads((models_copy / "MANIFEST.json").read_text())
-    manifest["models"]["face_detector"]["sha256"] = file_sha256(p)
-    (models_copy / "MANIFEST.json").write_text(json.dumps(manifest))
+    edit_manifest(models_copy, lambda m: m["models"]["face_detector"].update(sha256=file_sha256(p)))
     with pytest.raises(ModelError, match="cannot load"):
         ModelSet(models_copy).pipeline()
 
