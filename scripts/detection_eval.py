@@ -9,7 +9,10 @@ Faces: every crop of <data>/real-masked-dev/<person>/{masked,unmasked}/*.jpg (16
 - framed at W px: the crop scaled to W px and pasted at a random place of a 640x480 frame on a plain
   colour or a blurred photo (faces-dev, blurred: no face a detector could find), for each --widths W.
 And the portraits of faces-dev (obama*.jpg, biden.jpg) scaled so their face box is W px wide, with the
-rest of the photo around it, at a random place of a 640x480 frame.
+rest of the photo around it, at a random place of a 640x480 frame. And in context (--context N): N photos of
+each of masks-chandrikadeb7's with_mask and without_mask (RMFRD's left out) placed the same way, each used only
+when the pipeline finds its face at full size: a pasted crop has no head, neck or shoulders around the face,
+which costs a masked face most; these rows show detection with them.
 
 For each condition and masked/unmasked: the share of faces found (a detection whose centre lies in the
 pasted crop), the share of those whose eye keypoints lie in the crop's eye band (alignment sanity), the
@@ -37,13 +40,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge_app.errors import ImageError  # noqa: E402
 from edge_app.imageio import read_image  # noqa: E402
 from edge_app.models import ModelSet  # noqa: E402
 from edge_app.vision.cascade import CascadeOptions, FaceCascade  # noqa: E402
 from edge_app.vision.detector import Detection  # noqa: E402
 from edge_app.vision.pipeline import Face, Pipeline, StageTimes  # noqa: E402
 from scripts.bench import door_frame, positive_int, summary  # noqa: E402
-from scripts.common import DATA_ROOT, UsageError, image_files, run_main  # noqa: E402
+from scripts.common import DATA_ROOT, UsageError, image_files, not_rmfrd, run_main  # noqa: E402
 
 FRAME_W, FRAME_H = 640, 480
 REFERENCE_WIDTH = 200  # the score drop is measured against the same photo at this face width
@@ -165,6 +169,42 @@ def portraits(pipe: Pipeline, faces_dev: Path, widths: list[int], seed: int) -> 
             r = run_one(pipe, frame, x, y, fw, sanity=False)
             per[w] = None if r.embedding is None else round(float(template @ r.embedding), 4)
         out[f"{probe} vs {enrolled}"] = per
+    return out
+
+
+# ---------------------------------------------------------------- in context (mask-set photos)
+
+CONTEXT_SETS = (("masked", "with_mask", True), ("unmasked", "without_mask", False))
+MASK_SET = Path("masks-chandrikadeb7") / "dataset"
+CONTEXT_MIN_WIDTH = 60.0  # px at full size: smaller faces would be enlarged for the big widths
+
+
+def in_context(pipe: Pipeline, data: Path, widths: list[int], n: int, seed: int) -> dict[str, Any]:
+    """Faces with what a camera sees around them: mask-set photos (RMFRD's left out), each scaled so its face is
+    W px wide with the rest of the photo around it in a 640x480 frame (grey beyond), as bench.py builds frames.
+    Only photos whose face the pipeline finds at full size (one face, >= 60 px, its mask status that of the
+    folder) take part, so the rates say how detection holds as the face shrinks, not how often it finds a face
+    at all. with_mask holds real masked photos and some with a mask pasted on (its SOURCE.md)."""
+    from scripts.bench import spread_order
+
+    out: dict[str, Any] = {}
+    for kind, folder, masked in CONTEXT_SETS:
+        files = spread_order(not_rmfrd(image_files(data / MASK_SET / folder)), n)[:n]
+        rng = np.random.default_rng(seed)
+        found: dict[int, list[bool]] = {w: [] for w in widths}
+        for f in files:
+            try:
+                img = read_image(f)
+            except ImageError:
+                continue
+            faces = pipe.process(img)
+            if len(faces) != 1 or bool(faces[0].masked) != masked or faces[0].detection.width < CONTEXT_MIN_WIDTH:
+                continue
+            for w in widths:
+                frame, (x, y, fw) = door_frame(img, faces[0].detection.box, w, rng)
+                found[w].append(run_one(pipe, frame, x, y, fw, sanity=False).found)
+        out[kind] = {"tried": len(files), "used": len(found[widths[0]]),
+                     "found": {w: round(float(np.mean(v)), 4) if v else None for w, v in found.items()}}
     return out
 
 
@@ -298,6 +338,9 @@ def text(r: dict[str, Any]) -> str:
     lines.append("portraits (faces-dev), score by face width: ")
     for name, per in r["portraits"].items():
         lines.append(f"  {name:<24}" + " ".join(f"{w}:{'-' if s is None else f'{s:.3f}'}" for w, s in per.items()))
+    for kind, c in r.get("in_context", {}).items():
+        lines.append(f"in context, {kind} ({c['used']} of {c['tried']} mask-set photos found at full size), found: "
+                     + " ".join(f"{w}:{'-' if v is None else f'{100 * v:.1f}%'}" for w, v in c["found"].items()))
     ff = r["false_faces"]
     lines.append(f"false faces: {ff['as_crop_images_with_a_face']} of {ff['patches']} face-less 160x160 patches, "
                  f"{ff['frame_images_with_a_face']} of {ff['patches']} as 640x480 frames, blank {ff['blank']}, "
@@ -339,6 +382,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="face widths in px of the framed runs (48,64,80,100,130,160,200,250,300); 200 is needed")
     ap.add_argument("--step", type=positive_int, default=1, help="every N-th crop (1: all 498)")
     ap.add_argument("--patches", type=positive_int, default=200, help="face-less patches for false faces (200)")
+    ap.add_argument("--context", type=int, default=160, metavar="N",
+                    help="mask-set photos per kind for the in-context rows (160; 0: none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=positive_int, default=2)
     ap.add_argument("--baseline", action="store_true", help="one short-range pass, no cascade")
@@ -375,6 +420,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from scripts.bench import machine_info
 
     faces_dev = args.data / "faces-dev"
+    if args.context < 0:
+        raise UsageError(f"--context is a number of photos (0: none), got {args.context}")
+    if args.context and not (args.data / MASK_SET).is_dir():
+        raise UsageError(f"mask set not found: {args.data / MASK_SET} (or --context 0)")
     if not faces_dev.is_dir():
         raise UsageError(f"faces-dev not found: {faces_dev}")
     try:
@@ -396,6 +445,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "detector": "one short-range pass (baseline)" if options is None else f"cascade {options}",
             "portraits": portraits(pipe, faces_dev, args.widths, args.seed),
             "false_faces": false_faces(pipe, faces_dev, args.patches, args.seed)}
+    if args.context > 0:
+        out["in_context"] = in_context(pipe, args.data, args.widths, args.context, args.seed)
     if args.plot is not None:
         plot(out, args.widths, args.plot)
         out["plot"] = str(args.plot)
