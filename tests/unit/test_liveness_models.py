@@ -108,3 +108,23 @@ def test_a_wrong_network_is_rejected_with_its_shape(model_set) -> None:  # type:
     mask = TFLiteModel(model_set.info("mask_classifier").path)
     with pytest.raises(ValueError, match="mask_classifier.tflite: expected a float32 input of 1x80x80x3"):
         LivenessNet(mask, 2.7)
+
+
+def test_both_networks_side_by_side_give_the_same_scores(live_pipeline) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from edge_app.vision.liveness import LivenessChecker
+
+    par = live_pipeline.liveness
+    assert par.parallel
+    seq = LivenessChecker(par.nets, parallel=False)
+    for name in ("image_F1.jpg", "image_T1.jpg", "image_F2.jpg"):
+        rgb = _sample(name)
+        box = live_pipeline.process(rgb, max_faces=1)[0].detection.box
+        assert par.scores(rgb, box) == seq.scores(rgb, box), name
+    img = _sample("image_F1.jpg")
+    assert any(t.name.startswith("liveness") for t in threading.enumerate())  # the second network's thread
+    with pytest.raises(ValueError, match="expected an RGB uint8 frame"):
+        par.scores(img.astype(np.float32), box)
+    with pytest.raises(ValueError, match="empty face box"):  # whichever thread meets it, the caller sees it
+        par.scores(img, (10.0, 10.0, 10.0, 30.0))
