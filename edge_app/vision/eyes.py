@@ -14,6 +14,9 @@ is not trusted: BlazeFace's point is kept for it.
 
 from __future__ import annotations
 
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 
@@ -26,31 +29,48 @@ CONTOUR_VALUES = 71 * 3
 IRIS_VALUES = 5 * 3
 
 
-class EyeLandmarks:
-    """MediaPipe Iris on RGB uint8 frames: ``refine(frame, keypoints) -> keypoints`` with better eyes."""
+def _contour_output(model: TFLiteModel) -> int:
+    shape = tuple(model.input.shape)
+    if shape != (1, INPUT, INPUT, 3) or model.input.dtype != np.float32:
+        raise ValueError(f"{model.path.name}: not an eye-landmark input (1, 64, 64, 3) float32: "
+                         f"{shape} {model.input.dtype}")
+    sizes = sorted(int(np.prod(o.shape)) for o in model.outputs)
+    if sizes != [IRIS_VALUES, CONTOUR_VALUES]:
+        raise ValueError(f"{model.path.name}: expected outputs of {IRIS_VALUES} and {CONTOUR_VALUES} values, "
+                         f"got {sizes}")
+    return next(i for i, o in enumerate(model.outputs) if int(np.prod(o.shape)) == CONTOUR_VALUES)
 
-    def __init__(self, model: TFLiteModel, crop: float = 1.0, max_shift: float = 0.3) -> None:
-        shape = tuple(model.input.shape)
-        if shape != (1, INPUT, INPUT, 3) or model.input.dtype != np.float32:
-            raise ValueError(f"{model.path.name}: not an eye-landmark input (1, 64, 64, 3) float32: "
-                             f"{shape} {model.input.dtype}")
-        sizes = sorted(int(np.prod(o.shape)) for o in model.outputs)
-        if sizes != [IRIS_VALUES, CONTOUR_VALUES]:
-            raise ValueError(f"{model.path.name}: expected outputs of {IRIS_VALUES} and {CONTOUR_VALUES} values, "
-                             f"got {sizes}")
+
+class EyeLandmarks:
+    """MediaPipe Iris on RGB uint8 frames: ``refine(frame, keypoints) -> keypoints`` with better eyes.
+
+    With ``side_model`` (a second interpreter of the same model) the eye on the image's right is looked at on a
+    worker thread ("eyes_0") while the other is on the caller's: with one thread each, the two eyes take
+    3.8 -> 3.3 ms per face in the pipeline here, against one interpreter of two threads. Same points."""
+
+    def __init__(self, model: TFLiteModel, crop: float = 1.0, max_shift: float = 0.3,
+                 side_model: TFLiteModel | None = None) -> None:
+        self._contour = _contour_output(model)
+        if side_model is not None and _contour_output(side_model) != self._contour:
+            raise ValueError(f"{side_model.path.name}: not the same eye-landmark model as {model.path.name}")
         if not 0.5 <= crop <= 2.0 or not 0.0 < max_shift <= 1.0:
             raise ValueError(f"crop is an eye-crop side / eye distance in [0.5, 2], max_shift a share of the eye "
                              f"distance in (0, 1]; got {crop}, {max_shift}")
         self.model = model
+        self.side_model = side_model
         self.crop = crop  # side of each eye's crop / the eye distance
         self.max_shift = max_shift  # a refined eye further than this x the eye distance is not trusted
-        self._contour = next(i for i, o in enumerate(model.outputs) if int(np.prod(o.shape)) == CONTOUR_VALUES)
+        self._pool: ThreadPoolExecutor | None = None
 
     def eyelids(self, frame: np.ndarray, centre: np.ndarray, angle: float, side: float,
                 mirror: bool) -> np.ndarray:
         """The 16 eyelid points (frame px) of the eye on a square of ``side`` px about ``centre``, turned by
         ``angle`` (radians, the eye line's); ``mirror`` for the eye on the image's right (the model was made
         for the other one)."""
+        return self._eyelids(self.model, frame, centre, angle, side, mirror)
+
+    def _eyelids(self, model: TFLiteModel, frame: np.ndarray, centre: np.ndarray, angle: float, side: float,
+                 mirror: bool) -> np.ndarray:
         s = INPUT / side
         c, si = np.cos(angle) * s, np.sin(angle) * s
         # Frame -> crop: turn by -angle about the eye, scale, eye to the crop's centre.
@@ -59,7 +79,7 @@ class EyeLandmarks:
         crop = cv2.warpAffine(frame, m, (INPUT, INPUT), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         if mirror:
             crop = crop[:, ::-1]
-        out = self.model.run((crop.astype(np.float32) / 255.0)[None])[self._contour]
+        out = model.run((crop.astype(np.float32) / 255.0)[None])[self._contour]
         pts = out.reshape(-1, 3)[:EYELID_POINTS, :2].astype(np.float64)
         if mirror:
             pts[:, 0] = INPUT - pts[:, 0]
@@ -78,8 +98,17 @@ class EyeLandmarks:
         if dist < 4.0:  # an eye of a pixel or two: nothing to refine
             return out
         angle = float(np.arctan2(d[1], d[0]))
-        for i, mirror in ((0, False), (1, True)):
-            centre = self.eyelids(frame, kp[i], angle, self.crop * dist, mirror).mean(axis=0)
+        side = self.crop * dist
+        if self.side_model is None:
+            lids = [self.eyelids(frame, kp[0], angle, side, False), self.eyelids(frame, kp[1], angle, side, True)]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="eyes")
+                weakref.finalize(self, self._pool.shutdown, wait=False)  # an unused refiner leaves no thread
+            other = self._pool.submit(self._eyelids, self.side_model, frame, kp[1], angle, side, True)
+            lids = [self.eyelids(frame, kp[0], angle, side, False), other.result()]
+        for i, pts in enumerate(lids):
+            centre = pts.mean(axis=0)
             if np.hypot(*(centre - kp[i])) <= self.max_shift * dist:
                 out[i] = centre
         return out

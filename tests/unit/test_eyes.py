@@ -85,9 +85,27 @@ def test_an_eye_it_cannot_see_keeps_the_detector_point(pipeline, eyes):
         eyes.refine(np.zeros((160, 160), np.uint8), kp)
 
 
+def test_eyes_side_by_side_give_the_same_points(model_set, pipeline, eyes):
+    """The pipeline's refiner looks at the two eyes on two threads; the points are those of one interpreter
+    looking at them in turn."""
+    import threading
+
+    side = pipeline.eyes
+    assert side is not None and side.side_model is not None
+    for f in _faces()[:12]:
+        img = read_image(f)
+        found = pipeline.detector.detect(img)
+        if found:
+            kp = max(found, key=lambda d: d.width).keypoints
+            assert np.array_equal(side.refine(img, kp), eyes.refine(img, kp)), f.name
+    assert any(t.name.startswith("eyes") for t in threading.enumerate())
+
+
 def test_a_wrong_model_or_setting_is_named(model_set):
     with pytest.raises(ValueError, match=r"face_detector\.tflite: not an eye-landmark input"):
         EyeLandmarks(model_set.load("face_detector", 1))
+    with pytest.raises(ValueError, match=r"face_detector\.tflite: not an eye-landmark input"):
+        EyeLandmarks(model_set.load("eye_landmarks", 1), side_model=model_set.load("face_detector", 1))
     with pytest.raises(ValueError, match="max_shift"):
         EyeLandmarks(model_set.load("eye_landmarks", 1), max_shift=0.0)
 
