@@ -252,14 +252,13 @@ def time_side_by_side(pipe: Pipeline, frames: list[Frame], threads: int, rounds:
     found = [pipe.detector.detect(f.rgb) for f in frames]
     faces = [(f.rgb, max(d, key=lambda x: x.width)) for f, d in zip(frames, found, strict=True) if d]
     pairs: dict[str, tuple[Callable[[np.ndarray, Any], Any], Callable[[np.ndarray, Any], Any]]] = {}
-    if pipe.eyes is not None and pipe.eyes.side_model is not None:
-        in_turn = EyeLandmarks(TFLiteModel(pipe.eyes.model.path, threads))
-        pairs["eyes"] = (lambda rgb, d: pipe.eyes.refine(rgb, d.keypoints),  # type: ignore[union-attr]
-                         lambda rgb, d: in_turn.refine(rgb, d.keypoints))
-    if pipe.liveness is not None and pipe.liveness.parallel:
-        seq = LivenessChecker(pipe.liveness.nets, parallel=False)
-        pairs["liveness"] = (lambda rgb, d: pipe.liveness.scores(rgb, d.box),  # type: ignore[union-attr]
-                             lambda rgb, d: seq.scores(rgb, d.box))
+    eyes, live = pipe.eyes, pipe.liveness
+    if eyes is not None and eyes.side_model is not None:
+        in_turn = EyeLandmarks(TFLiteModel(eyes.model.path, threads))
+        pairs["eyes"] = (lambda rgb, d: eyes.refine(rgb, d.keypoints), lambda rgb, d: in_turn.refine(rgb, d.keypoints))
+    if live is not None and live.parallel:
+        seq = LivenessChecker(live.nets, parallel=False)
+        pairs["liveness"] = (lambda rgb, d: live.scores(rgb, d.box), lambda rgb, d: seq.scores(rgb, d.box))
     out: dict[str, Any] = {}
     for stage, (side, turn) in pairs.items():
         times: dict[str, list[float]] = {"side_by_side": [], "in_turn": []}

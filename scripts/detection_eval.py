@@ -46,7 +46,7 @@ from edge_app.models import ModelSet  # noqa: E402
 from edge_app.vision.cascade import CascadeOptions, FaceCascade  # noqa: E402
 from edge_app.vision.detector import Detection  # noqa: E402
 from edge_app.vision.pipeline import Face, Pipeline, StageTimes  # noqa: E402
-from scripts.bench import door_frame, positive_int, summary  # noqa: E402
+from scripts.bench import door_frame, positive_int, spread_order, summary  # noqa: E402
 from scripts.common import DATA_ROOT, UsageError, image_files, not_rmfrd, run_main  # noqa: E402
 
 FRAME_W, FRAME_H = 640, 480
@@ -185,8 +185,6 @@ def in_context(pipe: Pipeline, data: Path, widths: list[int], n: int, seed: int)
     Only photos whose face the pipeline finds at full size (one face, >= 60 px, its mask status that of the
     folder) take part, so the rates say how detection holds as the face shrinks, not how often it finds a face
     at all. with_mask holds real masked photos and some with a mask pasted on (its SOURCE.md)."""
-    from scripts.bench import spread_order
-
     out: dict[str, Any] = {}
     for kind, folder, masked in CONTEXT_SETS:
         files = spread_order(not_rmfrd(image_files(data / MASK_SET / folder)), n)[:n]

@@ -14,14 +14,11 @@ is not trusted: BlazeFace's point is kept for it.
 
 from __future__ import annotations
 
-import weakref
-from concurrent.futures import ThreadPoolExecutor
-
 import cv2
 import numpy as np
 
 from edge_app.vision.detector import check_frame
-from edge_app.vision.runtime import TFLiteModel
+from edge_app.vision.runtime import SideBySide, TFLiteModel
 
 INPUT = 64
 EYELID_POINTS = 16  # the first 16 of the model's 71 contour points outline the eyelids
@@ -60,7 +57,7 @@ class EyeLandmarks:
         self.side_model = side_model
         self.crop = crop  # side of each eye's crop / the eye distance
         self.max_shift = max_shift  # a refined eye further than this x the eye distance is not trusted
-        self._pool: ThreadPoolExecutor | None = None
+        self._side = SideBySide("eyes", 1)  # its thread starts on first use, so only with a side model
 
     def eyelids(self, frame: np.ndarray, centre: np.ndarray, angle: float, side: float,
                 mirror: bool) -> np.ndarray:
@@ -102,11 +99,9 @@ class EyeLandmarks:
         if self.side_model is None:
             lids = [self.eyelids(frame, kp[0], angle, side, False), self.eyelids(frame, kp[1], angle, side, True)]
         else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="eyes")
-                weakref.finalize(self, self._pool.shutdown, wait=False)  # an unused refiner leaves no thread
-            other = self._pool.submit(self._eyelids, self.side_model, frame, kp[1], angle, side, True)
-            lids = [self.eyelids(frame, kp[0], angle, side, False), other.result()]
+            other = self.side_model
+            lids = self._side.run(lambda: self.eyelids(frame, kp[0], angle, side, False),
+                                  lambda: self._eyelids(other, frame, kp[1], angle, side, True))
         for i, pts in enumerate(lids):
             centre = pts.mean(axis=0)
             if np.hypot(*(centre - kp[i])) <= self.max_shift * dist:

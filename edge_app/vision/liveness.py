@@ -15,16 +15,15 @@ turns or nods does not (``planar_residual``).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import cv2
 import numpy as np
 
 from edge_app.vision.detector import check_frame
-from edge_app.vision.runtime import TFLiteModel
+from edge_app.vision.runtime import SideBySide, TFLiteModel
 
 Box = tuple[float, float, float, float]
 REAL_CLASS = 1
@@ -99,8 +98,7 @@ class LivenessChecker:
         if not nets:
             raise ValueError("liveness needs at least one network")
         self.nets = tuple(nets)
-        self.parallel = parallel and len(self.nets) > 1
-        self._pool: ThreadPoolExecutor | None = None
+        self._side = SideBySide("liveness", len(self.nets) - 1) if parallel and len(self.nets) > 1 else None
 
     @staticmethod
     def _score(net: LivenessNet, frame_rgb: np.ndarray, box: Box) -> float:
@@ -108,15 +106,15 @@ class LivenessChecker:
 
     def scores(self, frame_rgb: np.ndarray, box: Box) -> list[float]:
         """p(live) of each network, in order."""
-        if not self.parallel:
+        if self._side is None:
             return [self._score(n, frame_rgb, box) for n in self.nets]
         check_frame(frame_rgb)  # a bad frame fails here, before any work is handed out
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(len(self.nets) - 1, thread_name_prefix="liveness")
-            weakref.finalize(self, self._pool.shutdown, wait=False)  # an unused checker leaves no thread behind
-        first, *rest = self.nets
-        futures = [self._pool.submit(self._score, n, frame_rgb, box) for n in rest]
-        return [self._score(first, frame_rgb, box), *(f.result() for f in futures)]
+        first, *rest = (partial(self._score, n, frame_rgb, box) for n in self.nets)
+        return self._side.run(first, *rest)
+
+    @property
+    def parallel(self) -> bool:
+        return self._side is not None
 
     def probability(self, frame_rgb: np.ndarray, box: Box) -> float:
         s = self.scores(frame_rgb, box)

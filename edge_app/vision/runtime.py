@@ -11,12 +11,14 @@ import os
 import sys
 import tempfile
 import threading
+import weakref
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -193,3 +195,27 @@ class TFLiteModel:
         graph = [o for o in ops if o["op_name"] != "DELEGATE"]
         on_cpu = Counter(str(o["op_name"]) for o in graph if o["index"] not in inside)
         return Kernels(self.delegate_name, len(graph), len(inside), partitions, dict(on_cpu))
+
+
+T = TypeVar("T")
+
+
+class SideBySide:
+    """Independent calls at the same time: the first on the caller's thread, the others on worker threads
+    ("<name>_N"), made on first use and shut down when this object goes. Pays for model runs of one thread
+    each: TFLite lets go of the GIL while it runs."""
+
+    def __init__(self, name: str, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"{name}: side by side needs at least one worker, got {workers}")
+        self.name = name
+        self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(self, first: Callable[[], T], *others: Callable[[], T]) -> list[T]:
+        """[first(), *others()], the others on the workers; an exception of any of them is raised here."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
+            weakref.finalize(self, self._pool.shutdown, wait=False)  # an unused helper leaves no thread behind
+        futures = [self._pool.submit(call) for call in others]
+        return [first(), *(f.result() for f in futures)]
