@@ -53,8 +53,10 @@ class ClockSync:
     """``clock_sync`` (or an injected probe), asked at most every ``cache_s`` seconds; thread-safe."""
 
     def __init__(self, probe: Callable[[], ClockStatus] = clock_sync, cache_s: float = CACHE_S,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 unknown_note: str = "signed commands are accepted on the clock as it is") -> None:
         self.probe, self.cache_s, self.monotonic = probe, cache_s, monotonic
+        self.unknown_note = unknown_note  # logged once when the answer is "cannot tell"
         self._lock = threading.Lock()
         self._at = -float("inf")
         self._status = ClockStatus(None, "not asked yet")
@@ -67,5 +69,5 @@ class ClockSync:
                 self._status, self._at = self.probe(), now
                 if self._status.synced is None and not self._warned_unknown:
                     self._warned_unknown = True
-                    log.warning("%s: signed commands are accepted on the clock as it is", self._status.detail)
+                    log.warning("%s: %s", self._status.detail, self.unknown_note)
             return self._status

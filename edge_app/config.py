@@ -99,6 +99,9 @@ class ModelsConfig:
 class DeviceConfig:
     id: str | None = None  # None: the host name; names the kiosk in events and MQTT topics
     timezone: str | None = None  # IANA name, e.g. "Europe/Berlin"; None: the system's zone
+    # Refuse people with a validity window or schedule while the clock is known NOT synchronised (a Pi boots
+    # with the time it last saved). An offline kiosk with a battery-backed RTC and no NTP sets this false.
+    require_clock_sync: bool = True
 
     def __post_init__(self) -> None:
         if self.timezone is not None:
@@ -125,6 +128,9 @@ class AccessConfig:
     window: int = field(default=5, metadata=rule(lo=1, hi=60))  # ... of the last M
     cooldown_seconds: float = field(default=10.0, metadata=rule(lo=0, hi=3600))
     every_nth_frame: int = field(default=1, metadata=rule(lo=1, hi=30))
+    # A vote is made of consecutive frames: a longer gap (camera lost or stalled, a frozen picture dropped)
+    # starts the votes again, so frames from before it never count towards a grant after it.
+    max_gap_seconds: float = field(default=1.5, metadata=rule(lo=0.05, hi=60))
 
     def __post_init__(self) -> None:
         if self.votes > self.window:

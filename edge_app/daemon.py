@@ -24,12 +24,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import numpy as np
+
 from edge_app import sdnotify
 from edge_app.access.controller import AccessController, AccessDecision
 from edge_app.access.policy import AccessPolicy, PersonRule
 from edge_app.access.tracker import Tracker
+from edge_app.clock import ClockSync
 from edge_app.config import Config
-from edge_app.errors import EdgeAppError, SourceError
+from edge_app.errors import ConfigError, EdgeAppError, SourceError, SourceTimeoutError
 from edge_app.fsutil import write_private
 from edge_app.gallery.eventlog import EventLog
 from edge_app.gallery.kiosk import forget_loaded, record_loaded
@@ -67,6 +70,14 @@ def live_votes(config: Config, recognizer: Recognizer) -> dict[str, Any]:
     return out
 
 
+def clock_check(config: Config) -> Callable[[], bool | None] | None:
+    """Whether the wall clock is synchronised, asked before time rules are applied ([device] require_clock_sync)."""
+    if not config.device.require_clock_sync:
+        return None
+    sync = ClockSync(unknown_note="validity windows and schedules are applied on the clock as it is")
+    return lambda: sync.status().synced
+
+
 def local_zone(name: str | None) -> tzinfo:
     if name:
         from zoneinfo import ZoneInfo
@@ -86,6 +97,7 @@ class Stats:
     first_face_frame: int | None = None
     first_grant_frame: int | None = None
     grant_latency_ms: list[float] = field(default_factory=list)  # face in view -> relay command
+    repeated_frames: int = 0  # frames identical to the one before (a frozen camera): no faces taken from them
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -105,9 +117,12 @@ class Daemon:
         self.tz = local_zone(config.device.timezone)
         acc = config.access
         self.controller = AccessController(
-            AccessPolicy(self.tz, require_mask=config.recognition.require_mask),
-            Tracker(votes=acc.votes, window=acc.window, **live_votes(config, recognizer)), person_rules(gallery),
-            cooldown_s=acc.cooldown_seconds)
+            AccessPolicy(self.tz, require_mask=config.recognition.require_mask, clock_synced=clock_check(config)),
+            Tracker(votes=acc.votes, window=acc.window, max_gap_s=acc.max_gap_seconds,
+                    **live_votes(config, recognizer)),
+            person_rules(gallery), cooldown_s=acc.cooldown_seconds)
+        self._previous: np.ndarray | None = None  # the last frame's pixels, to tell a frozen camera
+        self._frozen_since: float | None = None
         self.stats = Stats()
         self.control = control  # MQTT: events out, state, admin commands in (None: no broker configured)
         self.feedback = feedback  # LEDs and buzzer at the door (None: none fitted)
@@ -150,9 +165,12 @@ class Daemon:
 
     def reload(self) -> None:
         """Gallery changed (SIGHUP, an admin command, another process): new matcher, new person rules."""
+        # Both read before either is used: a reload that fails half way must not leave new templates with
+        # old rules (a deactivated person still let in) while the versions say the reload is done.
         matcher = Matcher.from_gallery(self.gallery, self.model_sha)
+        rules = person_rules(self.gallery)
         self.recognizer.matcher = matcher
-        self.controller.set_persons(person_rules(self.gallery))
+        self.controller.set_persons(rules)
         log.info("gallery reloaded: %d persons, %d templates, version %d", matcher.n_persons, matcher.n_templates,
                  matcher.gallery_version)
         sdnotify.notify(f"STATUS=gallery version {matcher.gallery_version}, {matcher.n_persons} persons")
@@ -269,6 +287,7 @@ class Daemon:
         if not self.source.live:
             start = time.monotonic()
             with self.source:
+                self._check_frame_interval()
                 for frame in self.source:
                     if self.realtime and self.stop.wait(max(0.0, start + frame.timestamp - time.monotonic())):
                         return
@@ -282,10 +301,42 @@ class Daemon:
         try:
             while not self.stop.is_set():
                 newest = grabber.get(timeout=0.5)
-                self._camera_status(grabber.last_error)
+                if newest is not None and self.stats.frames == 0:
+                    self._check_frame_interval()  # the source's frame rate is known once it delivers
+                self._camera_status(grabber.last_error or self._frozen_error())
                 yield newest
         finally:
             grabber.stop()
+
+    def _check_frame_interval(self) -> None:
+        acc, fps = self.config.access, self.source.fps
+        if fps and acc.every_nth_frame / fps >= acc.max_gap_seconds:
+            raise ConfigError(f"[access] max_gap_seconds ({acc.max_gap_seconds:g}) must be longer than the time "
+                              f"between processed frames: every_nth_frame {acc.every_nth_frame} at {fps:g} frames/s "
+                              f"is {acc.every_nth_frame / fps:.2f} s, so no vote could ever be completed")
+
+    def _repeated(self, frame: Frame) -> bool:
+        """Whether the frame is pixel for pixel the one before: a frozen camera or stream repeating its last
+        picture. A live sensor never repeats a frame exactly (noise), and a repeat shows nothing new: it
+        must not add votes (three copies of one picture are not three frames of a person)."""
+        prev, img = self._previous, frame.image
+        if prev is not None and prev.shape == img.shape and np.array_equal(prev, img):
+            self.stats.repeated_frames += 1
+            if self._frozen_since is None:
+                self._frozen_since = time.monotonic()
+            return True
+        self._previous = img.copy()  # a copy: a source may reuse its buffer
+        self._frozen_since = None
+        return False
+
+    def _frozen_error(self) -> SourceError | None:
+        """The camera counts as lost once it has repeated one picture for [camera] no_frame_seconds."""
+        if self._frozen_since is None:
+            return None
+        seconds = time.monotonic() - self._frozen_since
+        if seconds < self.config.camera.no_frame_seconds:
+            return None
+        return SourceTimeoutError(f"{self.source.description}: the same picture for {seconds:.0f} s (frozen)")
 
     def _camera_status(self, error: BaseException | None) -> None:
         if error is not None and self._camera_ok:
@@ -321,7 +372,7 @@ class Daemon:
         if self.control is None:
             return
         if self.control.poll():
-            self.reload()
+            self._reload.set()  # the loop reloads, and tries again until a reload succeeds
             self._state_dirty.set()
         t = time.monotonic()
         t0, n0 = self._fps_mark
@@ -347,7 +398,8 @@ class Daemon:
 
     def step(self, frame: Frame) -> list[AccessDecision]:
         """One frame through recognition, voting, policy, door and event log."""
-        recs = self.recognizer.recognize(frame.image)
+        # A repeated picture is looked at as an empty one: tracks miss it, nobody is voted for.
+        recs = [] if self._repeated(frame) else self.recognizer.recognize(frame.image)
         t_seen = time.monotonic()
         self.stats.frames += 1
         self.stats.faces += len(recs)
@@ -357,7 +409,7 @@ class Daemon:
                 self.stats.first_face_frame = self.stats.frames
         elif not recs:
             self._face_since = None
-        decisions = self.controller.observe(recs, self.now())
+        decisions = self.controller.observe(recs, self.now(), frame.timestamp)
         by_track = {t.id: t for t in self.controller.tracker.tracks} if decisions else {}
         for d in decisions:
             if self.feedback is not None:
@@ -426,7 +478,8 @@ class Daemon:
                 self._guarded("mqtt", self._mqtt)
                 if self._reload.is_set():
                     self._reload.clear()
-                    self._guarded("reloading the gallery", self.reload)
+                    if not self._guarded("reloading the gallery", self.reload):
+                        self._reload.set()  # tried again next frame: the door must not go on with stale rules
                 if frame is not None:
                     self._step_guarded(frame)
                 if max_frames is not None and self.stats.frames >= max_frames:

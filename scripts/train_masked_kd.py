@@ -98,10 +98,16 @@ def train(t_model: Any, chips: data.ChipData, tgt: tuple[np.ndarray, np.ndarray]
             target = torch.where(torch.from_numpy(flip)[:, None], t_flip[photo], t_plain[photo])
             out = torch.nn.functional.normalize(student(teacher.to_tensor(x)), dim=1)
             loss = (1 - (out * target).sum(1)).mean()
+            if args.keep > 0:
+                # The student's clean bare chips held at the teacher's embedding: it must not drift from the
+                # space the bare templates live in.
+                ph = np.unique(chips.photo[sel])[: args.batch // 2]
+                kept = torch.nn.functional.normalize(student(teacher.to_tensor(chips.plain[ph])), dim=1)
+                loss = loss + args.keep * (1 - (kept * t_plain[torch.from_numpy(ph)]).sum(1)).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if time.monotonic() - t0 > args.minutes * 60:
                 break
         figures = validate(t_model, student, dev)
@@ -136,6 +142,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--freeze", type=float, default=0.3, help="share of the first parameter tensors kept frozen")
     ap.add_argument("--plain-share", action="store_true", help="also train on the degraded bare faces")
+    ap.add_argument("--keep", type=float, default=0.0,
+                    help="weight of a loss holding the student's clean bare chips at the teacher's embedding")
+    ap.add_argument("--head-rows", type=int, nargs="*", default=[],
+                    help="with --baseline: also the teacher with its spatial FC restricted to the top R of 7 rows")
     ap.add_argument("--tag", default="student")
     ap.add_argument("--export", type=Path, help="write face_embedder_masked.tflite + manifest entry here")
     ap.add_argument("--baseline", action="store_true", help="only report the teacher on real-masked-dev")
@@ -165,7 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         def embed_t(c: np.ndarray) -> np.ndarray:
             return teacher.embed(t_model, c)
 
-        print(realdev.table(realdev.evaluate(dev, embed_t, {"teacher": embed_t}), ["teacher"]))
+        heads: dict[str, realdev.Embed] = {"teacher": embed_t}
+        for r in args.head_rows:
+            heads[f"teacher, top {r} rows"] = teacher.upper_head(t_model, r)
+        rep = realdev.evaluate(dev, embed_t, heads)
+        print(realdev.table(rep, list(heads)))
+        for r in args.head_rows:  # the same head on both sides: templates too
+            up = teacher.upper_head(t_model, r)
+            print(realdev.table(realdev.evaluate(dev, up, {f"top {r} rows, templates too": up}),
+                                [f"top {r} rows, templates too"]))
         return 0
     out = args.work / f"{args.tag}.pt"
     if args.reuse and out.exists():

@@ -59,8 +59,10 @@ class AccessController:
         """After a gallery reload: decisions from now on use the new rules."""
         self.persons = dict(persons)
 
-    def observe(self, recognitions: Iterable[Recognition], now: datetime) -> list[AccessDecision]:
-        return self.decide(self.tracker.update([observation(r) for r in recognitions]), now)
+    def observe(self, recognitions: Iterable[Recognition], now: datetime,
+                at: float | None = None) -> list[AccessDecision]:
+        """One frame's recognitions; ``at`` is the frame's time in seconds (see Tracker.update)."""
+        return self.decide(self.tracker.update([observation(r) for r in recognitions], at), now)
 
     def decide(self, votes: Iterable[Vote], now: datetime) -> list[AccessDecision]:
         out = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
@@ -37,6 +37,7 @@ class Reason(enum.Enum):
     OUTSIDE_SCHEDULE = "outside_schedule"
     NO_MASK = "no_mask"
     SPOOF = "spoof"  # recognised, but not judged live: a photo or a screen held to the camera
+    CLOCK_NOT_SYNCED = "clock_not_synced"  # the person has time rules and the clock is known to be unsynchronised
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,15 @@ class Verdict:
 
 
 class AccessPolicy:
-    def __init__(self, tz: tzinfo, require_mask: bool = False) -> None:
+    """``clock_synced``: asked before a person's time rules are applied; True / None (cannot tell) trust
+    the clock, False refuses everyone with a validity window or schedule (a Pi has no RTC and boots with the
+    time it last saved: someone who expired while it was off would be let in)."""
+
+    def __init__(self, tz: tzinfo, require_mask: bool = False,
+                 clock_synced: Callable[[], bool | None] | None = None) -> None:
         self.tz = tz
         self.require_mask = require_mask
+        self.clock_synced = clock_synced
         self._windows: dict[tuple[int, str | None], list[Window]] = {}
 
     def windows(self, person: PersonRule) -> list[Window]:
@@ -146,6 +153,9 @@ class AccessPolicy:
             return Verdict(False, Reason.UNKNOWN)
         if not person.active:
             return Verdict(False, Reason.INACTIVE)
+        timed = person.valid_from is not None or person.valid_until is not None or person.schedule is not None
+        if timed and self.clock_synced is not None and self.clock_synced() is False:
+            return Verdict(False, Reason.CLOCK_NOT_SYNCED)
         local = now.astimezone(self.tz)
         start = _bound(person.valid_from, self.tz, end_of_day=False)
         if start is not None and local < start:

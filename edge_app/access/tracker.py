@@ -8,20 +8,26 @@ A track decides once:
              quality gates passed;
   - unknown: M observations with the gates passed and no person reaching N votes.
 Faces that never pass the gates never decide (the door waits for a usable view).
-With liveness on, a match also needs the face judged live in ``live_votes`` of the window's usable
-observations (and, with the motion cue, keypoints that do not move as one plane); short of that the
+With liveness on, a match also needs the face judged live in ``live_votes`` of the observations that agree
+on that person (and, with the motion cue, those observations' keypoints must not move as one plane): a live
+stranger's frames in the same track never vouch for a photo of someone enrolled; short of that the
 track waits for more frames while its window is not full, then decides with ``live`` False (spoof). A decided track
 whose face then matches another enrolled person for N usable frames in a row (one person stepping
 into the place of another, or an unknown face that turns to the camera) votes again.
+A vote is made of consecutive frames: when more than ``max_gap_s`` pass between two frames (the camera was
+lost or stalled, frames were dropped as frozen), every track ends and voting starts again.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
 
@@ -73,7 +79,7 @@ class Tracker:
     def __init__(self, votes: int = 3, window: int = 5, min_iou: float = 0.3, max_missed: int = 5,
                  live_votes: int | None = None,
                  planar_residual: Callable[[Sequence[Any]], float | None] | None = None,
-                 min_residual: float = 0.0) -> None:
+                 min_residual: float = 0.0, max_gap_s: float | None = None) -> None:
         if not 1 <= votes <= window:
             raise ValueError(f"votes must be in 1..window ({window}), got {votes}")
         if live_votes is not None and not 1 <= live_votes <= window:
@@ -85,12 +91,26 @@ class Tracker:
             raise ValueError(f"min_iou must be in (0, 1), got {min_iou}")
         if max_missed < 0:
             raise ValueError(f"max_missed must be >= 0, got {max_missed}")
+        if max_gap_s is not None and not max_gap_s > 0:
+            raise ValueError(f"max_gap_s must be > 0 seconds (None: no limit), got {max_gap_s}")
         self.votes, self.window, self.min_iou, self.max_missed = votes, window, min_iou, max_missed
+        self.max_gap_s = max_gap_s
         self.tracks: list[Track] = []
         self._ids = itertools.count(1)
+        self._last_t: float | None = None
 
-    def update(self, observations: list[Observation]) -> list[Vote]:
-        """One frame's faces -> the decisions this frame completes (at most one per track, ever)."""
+    def update(self, observations: list[Observation], at: float | None = None) -> list[Vote]:
+        """One frame's faces -> the decisions this frame completes (at most one per track, ever).
+
+        ``at``: the frame's time in seconds (capture time or position in a video); with ``max_gap_s``, a gap
+        longer than that since the previous frame (or time running backwards) ends every track first."""
+        if at is not None:
+            if self.max_gap_s is not None and self._last_t is not None and not (
+                    0 <= at - self._last_t <= self.max_gap_s) and self.tracks:
+                log.info("%.2f s between frames (limit %.2f s): %d track(s) end, votes start again",
+                         at - self._last_t, self.max_gap_s, len(self.tracks))
+                self.tracks = []
+            self._last_t = at
         pairs = sorted(((iou(t.box, o.box), ti, oi) for ti, t in enumerate(self.tracks)
                         for oi, o in enumerate(observations)), reverse=True)
         used_t: set[int] = set()
@@ -143,10 +163,12 @@ class Tracker:
         if known:
             pid, n = known.most_common(1)[0]
             if n >= self.votes:
-                live = self._live(usable)
+                agree = [o for o in usable if o.person_id == pid]
+                # Judged on the frames that recognise the person only: another face's live frames in the
+                # same track (a stranger who then holds up a photo) must not count for this one.
+                live = self._live(agree)
                 if live is False and len(t.history) < self.window:
                     return None  # not live yet: more frames may still show a live face
-                agree = [o for o in usable if o.person_id == pid]
                 scores = [o.score for o in agree if o.score is not None]
                 return Vote(t.id, pid, sum(scores) / len(scores) if scores else None, _majority(agree), t.seen,
                             live)
@@ -155,13 +177,13 @@ class Tracker:
             return Vote(t.id, None, max(scores) if scores else None, _majority(usable), t.seen, self._live(usable))
         return None
 
-    def _live(self, usable: list[Observation]) -> bool | None:
+    def _live(self, obs: list[Observation]) -> bool | None:
         if self.live_votes is None and self.planar_residual is None:
             return None
-        if self.live_votes is not None and sum(o.live is True for o in usable) < self.live_votes:
+        if self.live_votes is not None and sum(o.live is True for o in obs) < self.live_votes:
             return False
         if self.planar_residual is not None:
-            residual = self.planar_residual([o.keypoints for o in usable if o.keypoints is not None])
+            residual = self.planar_residual([o.keypoints for o in obs if o.keypoints is not None])
             if residual is None or residual < self.min_residual:
                 return False  # moved as one plane (or too few frames to tell)
         return True

@@ -6,6 +6,7 @@ aligned RGB chips, raw pixels 0..255, NCHW float32 (what the shipped TFLite gets
 
 from __future__ import annotations
 
+import copy
 import sys
 import types
 from pathlib import Path
@@ -66,3 +67,18 @@ def check_against_onnxruntime(model: Any, onnx_path: Path, chips: np.ndarray) ->
                           for i in range(len(chips))])
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     return float((ref * embed(model, chips)).sum(1).min())
+
+
+def upper_head(model: Any, rows: int) -> Any:
+    """An embedding function: SFace with its spatial FC (pre_fc1, over the last 1024x7x7 map) reading only the
+    top ``rows`` of the 7 rows, the ones a mask does not cover (a periocular head without training)."""
+    import torch
+
+    if not 1 <= rows <= 7:
+        raise ValueError(f"rows of the 7x7 map, 1..7, got {rows}")
+    head = copy.deepcopy(model).eval()
+    keep = torch.zeros(1024, 7, 7)
+    keep[:, :rows, :] = 1
+    with torch.no_grad():
+        head.pre_fc1.weight.mul_(keep.reshape(1, -1))
+    return lambda chips: embed(head, chips)

@@ -146,11 +146,30 @@ def test_a_decided_track_votes_again_only_for_another_known_person():
     assert [v.person_id for v in tr.update([obs(5)])] == [5]  # an unknown face turned to the camera
 
 
+def test_a_gap_between_frames_ends_every_track_so_old_votes_never_count():
+    """Two frames before the camera stalls (or is lost) and one after must not make three votes."""
+    tr = Tracker(votes=3, window=5, max_gap_s=1.0)
+    assert tr.update([obs(7)], 10.0) == [] and tr.update([obs(7)], 10.1) == []
+    assert tr.update([obs(7)], 12.0) == []  # 1.9 s later: a new track, one vote
+    assert tr.update([obs(7)], 12.1) == []
+    assert [v.person_id for v in tr.update([obs(7)], 12.2)] == [7]  # three consecutive frames
+    tr = Tracker(votes=3, window=5, max_gap_s=1.0)
+    tr.update([obs(7)], 5.0)
+    tr.update([obs(7)], 5.1)
+    assert tr.update([obs(7)], 1.0) == []  # time ran backwards (a video restarted): start again too
+    tr = Tracker(votes=3, window=5, max_gap_s=1.0)
+    assert [v for t in (0.0, 0.9, 1.8) for v in tr.update([obs(7)], t)] != []  # gaps within the limit
+    tr = Tracker(votes=3, window=5)  # no limit set: times are not looked at
+    assert [v for t in (0.0, 5.0, 50.0) for v in tr.update([obs(7)], t)] != []
+
+
 def test_tracker_rejects_bad_settings():
     with pytest.raises(ValueError, match="votes must be in 1..window"):
         Tracker(votes=6, window=5)
     with pytest.raises(ValueError, match="min_iou"):
         Tracker(min_iou=0)
+    with pytest.raises(ValueError, match="max_gap_s"):
+        Tracker(max_gap_s=0)
 
 
 def test_controller_applies_policy_and_cooldown():
@@ -209,3 +228,42 @@ def test_real_faces_through_recognizer_tracker_and_policy(pipeline, model_set, r
     stranger = [(i, d) for i, frame in enumerate(walk_up("biden.jpg")) for d in ctl.observe(rec.recognize(frame), now)]
     assert [(i, d.granted, d.reason) for i, d in stranger] == [(4, False, Reason.UNKNOWN)]
     assert np.isfinite(stranger[0][1].score)
+
+
+def test_time_rules_are_not_applied_on_a_clock_known_to_be_unsynchronised():
+    """A Pi boots with the time it last saved: someone who expired while it was off must not be let in."""
+    expired = PersonRule(1, "Ana", valid_until="2026-11-01")
+    scheduled = PersonRule(2, "Bo", schedule=WORKDAYS)
+    starting = PersonRule(3, "Cy", valid_from="2026-11-01")
+    plain = PersonRule(4, "Di")
+    now = at("2026-10-26 09:00")  # the saved clock: a Monday before Ana's end date
+    state: list[bool | None] = [False]
+    policy = AccessPolicy(BERLIN, clock_synced=lambda: state[0])
+    assert [policy.decide(p, False, now).reason for p in (expired, scheduled, starting, plain)] == [
+        Reason.CLOCK_NOT_SYNCED] * 3 + [Reason.GRANTED]
+    state[0] = True  # synchronised: the rules apply (the clock is now trusted)
+    assert [policy.decide(p, False, now).reason for p in (expired, scheduled, starting)] == [
+        Reason.GRANTED, Reason.GRANTED, Reason.NOT_YET_VALID]
+    state[0] = None  # cannot tell (no systemd): applied on the clock as it is
+    assert policy.decide(expired, False, now).reason is Reason.GRANTED
+    assert AccessPolicy(BERLIN).decide(expired, False, now).reason is Reason.GRANTED  # not asked at all
+    assert policy.decide(PersonRule(5, "Ed", active=False, valid_until="2026-11-01"), False, now).reason is \
+        Reason.INACTIVE  # inactive stays the first reason
+
+
+def test_the_daemon_asks_the_clock_only_when_required(monkeypatch):
+    from edge_app import daemon
+    from edge_app.clock import ClockStatus, ClockSync
+    from edge_app.config import parse_config
+
+    asked: list[int] = []
+
+    def probe() -> ClockStatus:
+        asked.append(1)
+        return ClockStatus(False, "NOT synchronised (test)")
+
+    monkeypatch.setattr(daemon, "ClockSync", lambda **kw: ClockSync(probe, **kw))
+    assert daemon.clock_check(parse_config("[device]\nrequire_clock_sync = false\n")) is None and asked == []
+    check = daemon.clock_check(parse_config(""))  # the default: required
+    assert check is not None and check() is False and asked == [1]
+    assert check() is False and asked == [1]  # cached: no timedatectl per decision

@@ -96,6 +96,27 @@ def test_late_live_frames_still_grant_within_the_window() -> None:
     assert vote.live is True and vote.frames == 4
 
 
+def test_a_strangers_live_frames_never_vouch_for_a_photo_in_the_same_track() -> None:
+    """A live stranger steps up, then holds an enrolled person's photo in the same place: only the frames
+    that recognise the person count as live votes for them."""
+    t = Tracker(votes=3, window=5, live_votes=3)
+    frames = [_obs(True, None), _obs(True, None), _obs(False), _obs(True), _obs(False)]
+    votes = [v for o in frames for v in t.update([o])]
+    assert [(v.person_id, v.live) for v in votes] == [(7, False)]  # 3 recognised frames, 1 of them live
+    # Even with fewer votes than live votes configured, the live frames must be the recognised ones.
+    t = Tracker(votes=2, window=5, live_votes=3)
+    frames = [_obs(True, None), _obs(True, None), _obs(True, None), _obs(False), _obs(False)]
+    assert [(v.person_id, v.live) for o in frames for v in t.update([o])] == [(7, False)]
+    # The motion cue too: a stranger's turning head in the window does not make the photo's frames move.
+    p = _points()
+    turning = p.copy()
+    turning[2:4, 0] += 9
+    t = Tracker(votes=3, window=5, planar_residual=planar_residual, min_residual=0.01)
+    frames = [Observation(BOX, None, 0.2, False, True, None, k) for k in (turning, p)]
+    frames += [Observation(BOX, 7, 0.9, False, True, None, p + i) for i in range(3)]
+    assert [(v.person_id, v.live) for o in frames for v in t.update([o])] == [(7, False)]
+
+
 def test_without_liveness_votes_carry_no_verdict_and_live_votes_are_checked() -> None:
     t = Tracker(votes=1, window=1)
     [vote] = t.update([_obs(None)])
