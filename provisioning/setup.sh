@@ -500,6 +500,7 @@ validate() {
     [[ -f $UNIT_SOURCE && -f $TMPFILES_SOURCE ]] \
         || die "the systemd files are missing: $UNIT_SOURCE, $TMPFILES_SOURCE (run setup.sh from the edge-app repository)"
     [[ $(grep -c '^ExecStart=' "$UNIT_SOURCE") == 1 ]] || die "$UNIT_SOURCE: expected one ExecStart= line"
+    [[ $(grep -c '^ExecStopPost=' "$UNIT_SOURCE") == 1 ]] || die "$UNIT_SOURCE: expected one ExecStopPost= line"
 
     if [[ -z $ROOT ]] && ((!DRY_RUN)) && ((EUID != 0)); then
         die_usage "must be run as root (sudo $0 ...), or stage into a directory with --root DIR"
@@ -1004,8 +1005,10 @@ TMPFILES_CHANGED=0
 
 step_systemd_files() {
     local unit
-    # The unit describes the target system: ExecStart is the venv's edge-app under /opt, never under --root.
-    unit=$(sed "s|^ExecStart=.*|ExecStart=$VENV/bin/edge-app run --config $CONFIG|" -- "$UNIT_SOURCE")
+    # The unit describes the target system: ExecStart (and ExecStopPost, which de-energises the relay after any
+    # stop) is the venv's edge-app under /opt, never under --root.
+    unit=$(sed -e "s|^ExecStart=.*|ExecStart=$VENV/bin/edge-app run --config $CONFIG|" \
+               -e "s|^ExecStopPost=.*|ExecStopPost=$VENV/bin/edge-app door-off --config $CONFIG|" -- "$UNIT_SOURCE")
     ensure_file "$UNIT_TARGET" 644 0 0 text "$unit"$'\n'
     UNIT_CHANGED=$LAST_CHANGED
     note_restart

@@ -182,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames")
     p.set_defaults(func="liveness:cmd_liveness_check")
 
+    p = sub.add_parser("door-off", parents=[common],
+                       help="de-energise the door relay and exit (systemd runs it after every stop: ExecStopPost)")
+    p.set_defaults(func="door_off:cmd_door_off", lazy_db=True)  # no gallery needed
+
     p = sub.add_parser("doctor", parents=[common],
                        help="check platform, config, models, camera, GPIO, SQLite, MQTT, clock, disk, Coral; exit 1 "
                             "on a failure")

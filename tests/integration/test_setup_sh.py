@@ -203,9 +203,12 @@ def test_config_has_the_flag_values(staged: Staged, inputs: Inputs):
 def test_unit_passes_systemd_analyze_verify(staged: Staged, tmp_path: Path):
     unit = (staged.root / "etc/systemd/system/edge-app.service").read_text()
     assert f"ExecStart={TARGET_EXEC}" in unit.splitlines()
-    # Apart from ExecStart (which setup.sh sets), the unit is the one shipped in systemd/.
-    strip = [line for line in SHIPPED_UNIT.read_text().splitlines() if not line.startswith("ExecStart=")]
-    assert [line for line in unit.splitlines() if not line.startswith("ExecStart=")] == strip
+    stop_post = "ExecStopPost=/opt/edge-app/venv/bin/edge-app door-off --config /etc/edge-app/config.toml"
+    assert stop_post in unit.splitlines()
+    # Apart from ExecStart and ExecStopPost (which setup.sh sets), the unit is the one shipped in systemd/.
+    set_by_setup = ("ExecStart=", "ExecStopPost=")
+    strip = [line for line in SHIPPED_UNIT.read_text().splitlines() if not line.startswith(set_by_setup)]
+    assert [line for line in unit.splitlines() if not line.startswith(set_by_setup)] == strip
     # verify checks that ExecStart's binary exists; /opt/edge-app does not on this host, so check a copy whose
     # ExecStart names the staged binary instead (the unit itself must keep the target path).
     staged_exe = staged.root / "opt/edge-app/venv/bin/edge-app"

@@ -56,6 +56,8 @@ def test_unit_promises():
     assert "DeviceAllow=char-gpiochip rw" in text and "DeviceAllow=char-video4linux rw" in text
     assert "PrivateDevices" not in svc  # it would hide /dev/gpiochip* and the camera
     assert "ExecReload=/bin/kill -HUP $MAINPID" in text
+    # After any stop, a crash or watchdog kill included, the relay is de-energised by a separate process.
+    assert svc["ExecStopPost"] == "/opt/edge-app/venv/bin/edge-app door-off --config /etc/edge-app/config.toml"
 
 
 def test_tmpfiles_creates_state_dirs_with_owners(tmp_path):
