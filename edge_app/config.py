@@ -71,6 +71,9 @@ class RecognitionConfig:
     # None: as calibrated; the best person must beat the second best by this much (plain / masked probes).
     margin: float | None = field(default=None, metadata=rule(0, 1))
     masked_margin: float | None = field(default=None, metadata=rule(0, 1))
+    # Thresholds and margins above may be raised, not lowered, below the values calibrated for the embedder in use
+    # (MANIFEST.json: strangers granted <= 0.1 % per walk-up); true accepts the risk of a lower one.
+    accept_weaker_thresholds: bool = False
     mask_probability: float = field(default=0.5, metadata=rule(0, 1, exclusive=True))
     require_mask: bool = False
     masked_templates_per_photo: int = field(default=3, metadata=rule(0, 10))

@@ -98,6 +98,16 @@ def embed_rgb(pipeline: Pipeline, rgb: np.ndarray, path: Path, n_masked: int, se
     return PhotoResult(path, PhotoStatus.OK, "ok", face, masked)
 
 
+def templates_of(r: PhotoResult) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    """An accepted photo's templates as every enrolment path files them: a photo that shows a mask gives one
+    masked template and no bare one; any other its bare template plus its synthetic-masked ones."""
+    if r.embedding is None:
+        return None, []
+    if r.face is not None and r.face.masked:
+        return None, [r.embedding]
+    return r.embedding, list(r.masked_embeddings)
+
+
 # Kinds cycled through for the synthetic-masked templates of one photo: the masks people wear most.
 MASK_CYCLE = ("surgical", "kn95", "cloth", "n95")
 

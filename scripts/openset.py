@@ -33,7 +33,7 @@ FRAMES = 5  # a walk-up: the door votes over its last 5 frames
 PRESENTATIONS = ("crop", "framed")
 FRAME_SIZE = (640, 480)
 ENROLLED_SHARE = 0.6  # of the people; the rest are strangers (the test: 101 enrolled, 74 strangers)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: an enrolment photo whose face is called masked is a masked template, as enroll does
 
 Progress = Callable[[Iterable[Any], str, int], Iterable[Any]]
 
@@ -190,6 +190,12 @@ def embed_files(pipeline: Pipeline, files: Sequence[Path], probe_files: set[Path
             # As `edge-app enroll`: the photo as it is, its seed from its bytes (re-enrolment is reproducible).
             r = embed_rgb(pipeline, rgb, f, n_masked, photo_seed(f.read_bytes()))
             ok = r.status.value == "ok" and r.embedding is not None
+            if ok and r.face is not None and r.face.masked:
+                # A photo that shows a mask is a masked template, as `edge-app enroll` stores it.
+                plain.append(None)
+                masked_t.append((np.asarray(r.embedding, np.float32),))
+                status.append("ok_masked")
+                continue
             plain.append(np.asarray(r.embedding, np.float32) if ok else None)
             masked_t.append(tuple(np.asarray(m, np.float32) for m in r.masked_embeddings) if ok else ())
             status.append(r.status.value)

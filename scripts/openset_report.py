@@ -52,8 +52,9 @@ class Probes:
 
 
 def build_gallery(people: Sequence[Person], emb: Embedded, k: int, salt: int,
-                  fillers: Sequence[str]) -> tuple[Gallery, list[Person]]:
-    """Enrolled people of this split with their first k unmasked photos, plus filler persons."""
+                  fillers: Sequence[str], masked_k: int = 0) -> tuple[Gallery, list[Person]]:
+    """Enrolled people of this split with their first k unmasked photos (and, with ``masked_k``, their first
+    masked photos too, as a site that enrols people with their mask on), plus filler persons."""
     assert emb.enrolment is not None
     names: list[str] = []
     rows: list[np.ndarray] = []
@@ -64,21 +65,24 @@ def build_gallery(people: Sequence[Person], emb: Embedded, k: int, salt: int,
 
     def add(name: str, files: Sequence[str]) -> bool:
         assert emb.enrolment is not None
-        got = [i for i in (emb.index[f] for f in files) if emb.enrolment.plain[i] is not None]
+        got = [i for i in (emb.index[f] for f in files) if emb.enrolment.status[i] in ("ok", "ok_masked")]
         if not got:
             return False
         pid = len(names)
         names.append(name)
         for i in got:
-            rows.append(emb.enrolment.plain[i])  # type: ignore[arg-type]
-            pids.append(pid)
+            plain = emb.enrolment.plain[i]
+            if plain is not None:
+                rows.append(plain)
+                pids.append(pid)
             for m in emb.enrolment.masked[i]:
                 mrows.append(m)
                 mpids.append(pid)
         return True
 
     for p in people:
-        if is_enrolled(p.name, salt) and len(p.unmasked) >= k and add(p.name, [str(f) for f in p.unmasked[:k]]):
+        photos = [str(f) for f in p.unmasked[:k] + p.masked[:masked_k]]
+        if is_enrolled(p.name, salt) and len(p.unmasked) >= k and add(p.name, photos):
             enrolled.append(p)
     for f in fillers:
         add(f"filler:{f}", [f])
@@ -93,14 +97,15 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def probes_of(people: Sequence[Person], enrolled: Sequence[Person], gallery: Gallery, emb: Embedded, k: int,
-              how: str) -> Probes:
+              how: str, masked_k: int = 0) -> Probes:
     """Enrolled people's photos not used to enrol them, and every photo of the strangers."""
     pid_of = {n: i for i, n in enumerate(gallery.names)}
     enrolled_names = {p.name for p in enrolled}
     rows, pid, real = [], [], []
     for p in people:
         known = p.name in enrolled_names
-        photos = [(f, False) for f in (p.unmasked[k:] if known else p.unmasked)] + [(f, True) for f in p.masked]
+        photos = [(f, False) for f in (p.unmasked[k:] if known else p.unmasked)]
+        photos += [(f, True) for f in (p.masked[masked_k:] if known else p.masked)]
         for f, masked in photos:
             rows.append(emb.index[str(f)])
             pid.append(pid_of[p.name] if known else -1)

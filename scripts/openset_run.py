@@ -35,6 +35,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                    help="stranger photos (single frames) accepted, at most (calibration)")
     g.add_argument("--cache", type=Path, default=Path("out/cache"), help="embedding cache folder ('' : none)")
     g.add_argument("--det", type=Path, metavar="PATH.png", help="write the DET plot")
+    g.add_argument("--enrol-masked", type=int, default=0, metavar="N",
+                   help="also enrol each enrolled person's first N masked photos (a site that enrols people with "
+                        "their mask on; they are then not probes); the shipped thresholds, not with --calibrate")
     g.add_argument("--masked-gallery", choices=("plain", "plain+masked"), default=None,
                    help="templates masked probes meet (default: the manifest's; with --calibrate it is written)")
 
@@ -63,6 +66,9 @@ def run_openset(args: argparse.Namespace, counts: list[int]) -> tuple[dict[str, 
         raise UsageError(str(exc)) from exc
     if args.splits < 1 or not 0 < args.target_fpir < 1 or not 0 < args.target_frame_fpir < 1:
         raise UsageError("--splits must be >= 1 and the --target-* rates in (0, 1)")
+    if not 0 <= args.enrol_masked <= 10 or (args.enrol_masked and args.calibrate):
+        raise UsageError(f"--enrol-masked must be in 0..10 and is not for --calibrate (the shipped thresholds are "
+                         f"calibrated on bare enrolment photos), got {args.enrol_masked}")
     enrolled_max = max(sum(openset.is_enrolled(p.name, s) for p in people) for s in range(args.splits))
     fillers = _filler_files(args, args.gallery_size - enrolled_max + 10 if args.gallery_size else 0)
     ms = ModelSet(args.models, embedder=args.embedder)
@@ -70,7 +76,8 @@ def run_openset(args: argparse.Namespace, counts: list[int]) -> tuple[dict[str, 
     shipped = ms.thresholds()
     files = [f for p in people for f in p.unmasked + p.masked] + fillers
     probe_files = {f for p in people for f in p.unmasked + p.masked}
-    enrol_files = {f for p in people for f in p.unmasked[: max(counts)]} | set(fillers)
+    enrol_files = {f for p in people for f in p.unmasked[: max(counts)] + p.masked[: args.enrol_masked]}
+    enrol_files |= set(fillers)
 
     def progress(it: Any, desc: str, total: int) -> Any:
         return tqdm(it, desc=desc, total=total, unit="photo", file=sys.stderr, leave=False,
@@ -91,8 +98,8 @@ def run_openset(args: argparse.Namespace, counts: list[int]) -> tuple[dict[str, 
         n_enrolled = sum(openset.is_enrolled(p.name, salt) and len(p.unmasked) >= k for p in people)
         usable = [f for f in filler_names if emb.enrolment and emb.enrolment.plain[emb.index[f]] is not None]
         g, enrolled = rep.build_gallery(people, emb, k, salt,
-                                        usable[: max(0, args.gallery_size - n_enrolled)])
-        return rep.score(g, rep.probes_of(people, enrolled, g, emb, k, how), masked_gallery)
+                                        usable[: max(0, args.gallery_size - n_enrolled)], args.enrol_masked)
+        return rep.score(g, rep.probes_of(people, enrolled, g, emb, k, how, args.enrol_masked), masked_gallery)
 
     rule = rep.Rule(shipped.plain, shipped.masked, shipped.margin, shipped.masked_margin,
                     args.masked_gallery or shipped.masked_gallery)
@@ -100,7 +107,8 @@ def run_openset(args: argparse.Namespace, counts: list[int]) -> tuple[dict[str, 
         "protocol": "openset", "folder": str(args.openset), "people": len(people),
         "enrolled_share": openset.ENROLLED_SHARE, "gallery_size": args.gallery_size, "splits": args.splits,
         "frames_per_walkup": openset.FRAMES, "embedder_sha256": ms.embedder_sha, "detector": args.detector,
-        "enrolment_refused": sum(s not in ("ok", "not_enrolled") for s in emb.enrolment.status)
+        "enrol_masked": args.enrol_masked,
+        "enrolment_refused": sum(s not in ("ok", "ok_masked", "not_enrolled") for s in emb.enrolment.status)
         if emb.enrolment else 0,
     }
     if args.calibrate:
@@ -169,6 +177,9 @@ def text(report: dict[str, Any]) -> str:
              f"walk-up = {report['frames_per_walkup']} frames, vote {r['votes']} of them",
              f"rule: threshold {r['threshold']:.4f} / masked {r['masked_threshold']:.4f}, margin {r['margin']:.3f} / "
              f"masked {r['masked_margin']:.3f}, masked probes meet {r['masked_gallery']} templates"]
+    if report.get("enrol_masked"):
+        lines.append(f"enrolled from K bare photos AND their first {report['enrol_masked']} masked photo(s) "
+                     f"(a site enrolling people with their mask on); those are not probes")
     head = (f"{'':8} {'K':>2} {'kind':9} {'found':>6} {'rank1':>6} {'TPIR@1%':>8} {'@0.1%':>6} | photo: "
             f"{'self':>6} {'other':>6} {'strngr':>6} | walk-up: {'self':>6} {'other':>6} {'strngr':>6}")
     lines += ["", head, "-" * len(head)]

@@ -84,6 +84,18 @@ def dlib_ref():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def masked_photo(pipeline) -> Path:  # type: ignore[no-untyped-def]
+    """A real masked photo (real-masked-dev) that the pipeline finds, calls masked and passes the gates."""
+    from edge_app.imageio import read_image
+
+    for f in sorted((DATA / "real-masked-dev").glob("*/masked/*.jpg")):
+        faces = pipeline.process(read_image(f), max_faces=1)
+        if faces and faces[0].masked and faces[0].quality.passed:
+            return f
+    pytest.fail(f"no usable real masked photo in {DATA / 'real-masked-dev'}; set EDGE_APP_DATA", pytrace=False)
+
+
+@pytest.fixture(scope="session")
 def rgb(faces_dev: Path):  # type: ignore[no-untyped-def]
     from edge_app.imageio import read_image
 

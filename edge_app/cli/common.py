@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from edge_app.config import DEFAULT, Config, load_config
-from edge_app.errors import GalleryError
+from edge_app.errors import ConfigError, GalleryError
 from edge_app.gallery.store import Gallery
 
 if TYPE_CHECKING:  # the models and the runtime are imported only by the commands that run them
@@ -63,8 +63,21 @@ def pipeline(args: argparse.Namespace, ms: ModelSet, liveness: bool = False, str
 def policy(args: argparse.Namespace, ms: ModelSet) -> RecognitionPolicy:
     from edge_app.recognizer import RecognitionPolicy
 
-    rc = settings(args).recognition
+    cfg = settings(args)
+    rc = cfg.recognition
     calibrated = ms.thresholds()
+    if not rc.accept_weaker_thresholds:
+        # Values calibrated for one embedder mean nothing for another (SFace's 0.555 against dlib's 0.965): a
+        # lower value than the calibrated one lets strangers in, so it is refused unless accepted explicitly.
+        for key, value, floor in (("threshold", rc.threshold, calibrated.plain),
+                                  ("masked_threshold", rc.masked_threshold, calibrated.masked),
+                                  ("margin", rc.margin, calibrated.margin),
+                                  ("masked_margin", rc.masked_margin, calibrated.masked_margin)):
+            if value is not None and value < floor - 1e-9:
+                raise ConfigError(f"{cfg.source or 'config'}: [recognition] {key} = {value:g} is below the value "
+                                  f"calibrated for the {ms.embedder_entry} embedder ({floor:g}, strangers granted "
+                                  f"<= 0.1 % per walk-up) and would let more strangers in; remove it, raise it, or "
+                                  f"set [recognition] accept_weaker_thresholds = true to accept that")
 
     def pick(flag: float | None, configured: float | None, default: float) -> float:
         return flag if flag is not None else configured if configured is not None else default

@@ -18,7 +18,7 @@ from edge_app.cli.common import (
     progress,
     say,
 )
-from edge_app.enrol import PhotoStatus, embed_photo, expand_photos, subfolders
+from edge_app.enrol import PhotoStatus, embed_photo, expand_photos, subfolders, templates_of
 from edge_app.gallery.kiosk import wait_for_kiosk_reload
 from edge_app.gallery.matcher import Matcher
 
@@ -51,12 +51,21 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     # A photo that already shows a mask gives a masked template; the others a plain one plus
     # their synthetic-masked ones.
-    plain = [r.embedding for r in accepted if r.embedding is not None and not (r.face and r.face.masked)]
-    masked = [e for r in accepted for e in r.masked_embeddings]
-    masked += [r.embedding for r in accepted if r.embedding is not None and r.face and r.face.masked]
+    files = [templates_of(r) for r in accepted]
+    plain = [b for b, _ in files if b is not None]
+    masked = [m for _, ms in files for m in ms]
     emb = np.stack(plain + masked)
     flags = [False] * len(plain) + [True] * len(masked)
     with gallery(args) as g:
+        kept = [p for p in g.list_persons() if p.name == args.name.strip() and p.n_templates > p.n_masked]
+        if not plain and (args.replace or not kept):
+            # The thresholds are calibrated for bare enrolment photos (plus their synthetic masks): a person
+            # known only from masked faces is matched outside those stranger rates (docs/accuracy.md).
+            say(f"edge-app: error: every usable photo of {args.name!r} shows a mask; enrol at least one photo "
+                f"without a mask; nothing enrolled")
+            if args.json:
+                emit_json({**report, "enrolled": 0, "error": "no_bare_face"})
+            return EXIT_ERROR
         # Warn when the new face already looks like somebody else: a mix-up at the desk is
         # cheaper to catch now than at the door.
         matcher = Matcher.from_gallery(g, ms.embedder_sha)

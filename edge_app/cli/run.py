@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -13,7 +14,7 @@ from edge_app.cli import EXIT_OK
 from edge_app.cli.common import liveness_on, models, pipeline, policy, settings
 from edge_app.config import Config, describe
 from edge_app.daemon import Daemon, default_device_id, pin_factory
-from edge_app.enrol import PhotoStatus, embed_photo_bytes
+from edge_app.enrol import PhotoStatus, embed_photo_bytes, templates_of
 from edge_app.errors import ConfigError, EdgeAppError
 from edge_app.gallery.kiosk import open_for_kiosk
 from edge_app.gallery.matcher import Matcher
@@ -37,10 +38,23 @@ def door_config(args: argparse.Namespace) -> DoorConfig:
     return DoorConfig(**section)
 
 
+def photo_embedder(pipe: Pipeline, n_masked: int) -> Callable[[bytes], tuple[np.ndarray | None, list[np.ndarray]]]:
+    """A photo sent over MQTT -> its templates, filed as `edge-app enroll` files them (edge_app.enrol.templates_of)."""
+    from edge_app.mqtt.commands import CommandError
+
+    def embed(data: bytes) -> tuple[np.ndarray | None, list[np.ndarray]]:
+        r = embed_photo_bytes(pipe, data, n_masked)
+        if r.status is not PhotoStatus.OK or r.embedding is None:
+            raise CommandError("bad_photo", r.detail)
+        return templates_of(r)
+
+    return embed
+
+
 def build_control(cfg: Config, gallery: Gallery, ms: ModelSet, pipe: Pipeline, door: Door, device_id: str,
                   stop: threading.Event) -> tuple[MqttLink, ControlPlane]:
     """The MQTT link and the control plane of `[mqtt]`; errors name the key that is wrong."""
-    from edge_app.mqtt.commands import CommandError, CommandHandler
+    from edge_app.mqtt.commands import CommandHandler
     from edge_app.mqtt.security import CommandVerifier, load_public_key
 
     m = cfg.mqtt
@@ -63,15 +77,10 @@ def build_control(cfg: Config, gallery: Gallery, ms: ModelSet, pipe: Pipeline, d
     except ValueError as exc:
         raise ConfigError(f"{where} {exc}") from None
 
-    def embed(data: bytes) -> tuple[np.ndarray, list[np.ndarray]]:
-        r = embed_photo_bytes(pipe, data, cfg.recognition.masked_templates_per_photo)
-        if r.status is not PhotoStatus.OK or r.embedding is None:
-            raise CommandError("bad_photo", r.detail)
-        return r.embedding, list(r.masked_embeddings)
-
     def unlock(seconds: float | None) -> None:
         door.unlock(seconds, reason="remote")
 
+    embed = photo_embedder(pipe, cfg.recognition.masked_templates_per_photo)
     handler = CommandHandler(gallery, ms.embedder_sha, pipe.embedder.dim, device_id, embed_photo=embed,
                              unlock=unlock, allow_remote_unlock=m.allow_remote_unlock)
     # The verifier also refuses commands while the clock is known not to be synchronised (edge_app.clock).
@@ -108,6 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for name in ms.manifest["models"]:
             ms.info(name)
         door_config(args)
+        policy(args, ms)  # thresholds below the calibrated ones are refused here too
         print(describe(cfg), end="")
         print(f"# models: {ms.dir} (embedder {ms.embedder}, thresholds {ms.thresholds()})")
         print(f"# gallery: {args.db}")

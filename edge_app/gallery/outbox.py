@@ -7,6 +7,10 @@ Outbox: messages for the MQTT broker. Appended in the same place an event is sto
 SeenCommands: ids of admin commands already executed, so a recorded command replayed inside its
 validity window is refused. Ids older than the window are forgotten: the timestamp check refuses
 those anyway.
+
+CommandOrder: the issue time of the newest change applied to each person (and of the newest whole-gallery
+replace), so a command delivered out of order -- held back by a broker, which the kiosk does not trust --
+cannot undo a newer one (re-activate a revoked person, bring back a deleted one).
 """
 
 from __future__ import annotations
@@ -86,6 +90,12 @@ class SeenCommands:
                              [command_id, float(issued_at), _iso(received_at)])
             return bool(cur.rowcount)
 
+    def discard(self, command_id: str) -> None:
+        """Forget an id this device stored but whose command then failed and changed nothing (storage): the
+        same command may come again. Never for a command that ran."""
+        with self.gallery.write_transaction():
+            self.gallery.db.execute("DELETE FROM seen_commands WHERE id = ?", [command_id])
+
     def __contains__(self, command_id: object) -> bool:
         row = self.gallery.db.execute("SELECT 1 FROM seen_commands WHERE id = ?", [command_id]).fetchone()
         return row is not None
@@ -104,3 +114,34 @@ class SeenCommands:
 def _iso(unix: float | None) -> str:
     at = datetime.now(UTC) if unix is None else datetime.fromtimestamp(unix, UTC)
     return at.isoformat(timespec="seconds")
+
+
+class CommandOrder:
+    ALL: Final = "*"  # a gallery.replace: every person at once
+
+    def __init__(self, gallery: Gallery) -> None:
+        self.gallery = gallery
+
+    def newest(self, subject: str | None) -> float | None:
+        """The newest issue time that a command about ``subject`` (None: every person) must not precede."""
+        db = self.gallery.db
+        if subject is None:
+            row = db.execute("SELECT max(issued_at) FROM command_order").fetchone()
+        else:
+            row = db.execute("SELECT max(issued_at) FROM command_order WHERE subject IN (?, ?)",
+                             [subject, self.ALL]).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def record(self, subject: str | None, issued_at: float) -> None:
+        """Inside the caller's write transaction, with the change itself. None: a whole-gallery replace."""
+        db = self.gallery.db
+        if subject is None:
+            db.execute("DELETE FROM command_order")
+        db.execute("INSERT INTO command_order (subject, issued_at) VALUES (?, ?) ON CONFLICT(subject) DO UPDATE "
+                   "SET issued_at = max(issued_at, excluded.issued_at)", [subject or self.ALL, float(issued_at)])
+
+    def forget_before(self, issued_at: float) -> int:
+        """Times older than the command window: any command that old is refused as expired anyway."""
+        with self.gallery.write_transaction():
+            return int(self.gallery.db.execute("DELETE FROM command_order WHERE issued_at < ?",
+                                               [float(issued_at)]).rowcount)

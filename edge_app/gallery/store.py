@@ -92,8 +92,15 @@ def _m002_outbox_and_commands(db: sqlite_utils.Database) -> None:
         db.execute(sql)
 
 
+def _m003_command_order(db: sqlite_utils.Database) -> None:
+    # Issue time of the newest gallery change applied per person ('*': a whole-gallery replace), so a signed
+    # command held back and delivered late cannot undo a newer one (edge_app.gallery.outbox.CommandOrder).
+    db.execute("CREATE TABLE command_order (subject TEXT PRIMARY KEY, issued_at REAL NOT NULL)")
+
+
 # Append only: position i migrates schema version i -> i + 1.
-MIGRATIONS: Final[list[Callable[[sqlite_utils.Database], None]]] = [_m001_initial, _m002_outbox_and_commands]
+MIGRATIONS: Final[list[Callable[[sqlite_utils.Database], None]]] = [_m001_initial, _m002_outbox_and_commands,
+                                                                    _m003_command_order]
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from edge_app.access.policy import parse_schedule
 from edge_app.errors import EdgeAppError, GalleryInputError, PersonNotFoundError
+from edge_app.gallery.outbox import CommandOrder
 from edge_app.gallery.store import Gallery, clean_name
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,9 @@ class CommandError(EdgeAppError, ValueError):
         self.reason = reason
 
 
-# photo bytes -> (plain embedding, masked embeddings); raises CommandError naming what is wrong
-PhotoEmbedder = Callable[[bytes], tuple[np.ndarray, list[np.ndarray]]]
+# photo bytes -> (plain embedding, or None for a photo that shows a mask; masked embeddings); raises CommandError
+# naming what is wrong
+PhotoEmbedder = Callable[[bytes], tuple[np.ndarray | None, list[np.ndarray]]]
 
 
 @dataclass
@@ -111,9 +113,14 @@ class CommandHandler:
                  allow_remote_unlock: bool = False) -> None:
         self.gallery, self.model_sha, self.dim, self.device_id = gallery, model_sha, dim, device_id
         self.embed_photo, self.unlock, self.allow_remote_unlock = embed_photo, unlock, allow_remote_unlock
+        self.order = CommandOrder(gallery)
+        self._issued_at: float | None = None  # of the command being handled (None: no order check)
 
-    def handle(self, type_: str, args: Mapping[str, Any]) -> dict[str, Any]:
-        """Run one command; returns its result, or raises CommandError (nothing changed)."""
+    def handle(self, type_: str, args: Mapping[str, Any], issued_at: float | None = None) -> dict[str, Any]:
+        """Run one command; returns its result, or raises CommandError (nothing changed). ``issued_at`` (the
+        signed issue time) orders gallery changes: one older than a change already applied to the same person
+        (or than a whole-gallery replace) is refused as ``stale``."""
+        self._issued_at = issued_at
         handlers: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
             "ping": self._ping, "gallery.list": self._list, "gallery.upsert": self._upsert,
             "gallery.delete": self._delete, "gallery.replace": self._replace, "door.unlock": self._unlock}
@@ -144,12 +151,15 @@ class CommandHandler:
 
     def _delete(self, args: Mapping[str, Any]) -> dict[str, Any]:
         name = clean_name(_expect(args, "name", str, "gallery.delete"))
-        n = self.gallery.remove_person(name)
+        with self.gallery.write_transaction():
+            self._in_order(name, "gallery.delete")
+            n = self.gallery.remove_person(name)
         return {"removed": name, "templates": n, "gallery_version": self.gallery.gallery_version}
 
     def _upsert(self, args: Mapping[str, Any]) -> dict[str, Any]:
         spec = self._person(args, "gallery.upsert", photos_allowed=True)
         with self.gallery.write_transaction():
+            self._in_order(spec.name, "gallery.upsert")
             self._apply(spec)
         p = self.gallery.get_person(spec.name)
         return {"name": p.name, "templates": p.n_templates, "masked_templates": p.n_masked,
@@ -167,6 +177,7 @@ class CommandHandler:
         if dupes:
             raise _bad(f"gallery.replace: names appear twice: {dupes[:5]}")
         with self.gallery.write_transaction():
+            self._in_order(None, "gallery.replace")
             for p in self.gallery.list_persons():
                 self.gallery.remove_person(p.name)
             for s in specs:
@@ -185,6 +196,25 @@ class CommandHandler:
         return {"unlocked": True, "seconds": seconds}
 
     # --- helpers --------------------------------------------------------------------------------
+
+    def _in_order(self, subject: str | None, what: str) -> None:
+        """Inside the change's transaction: refuse a change older than one already applied to the same person
+        (None: every person), else record this one's issue time with it."""
+        if self._issued_at is None:
+            return
+        newest = self.order.newest(subject)
+        if newest is not None and self._issued_at < newest:
+            about = "the gallery" if subject is None else repr(subject)
+            raise CommandError("stale", f"{what}: a change to {about} issued {newest - self._issued_at:.0f} s "
+                                        "after this command was already applied; this older command is refused")
+        self.order.record(subject, self._issued_at)
+
+    def _has_bare(self, name: str) -> bool:
+        try:
+            p = self.gallery.get_person(name)
+        except KeyError:  # PersonNotFoundError
+            return False
+        return p.n_templates > p.n_masked
 
     def _person(self, args: Any, where: str, photos_allowed: bool) -> PersonSpec:
         if not isinstance(args, Mapping):
@@ -232,7 +262,8 @@ class CommandHandler:
                     plain, masked = self.embed_photo(data)
                 except CommandError as exc:
                     raise CommandError(exc.reason, f"{where} photos[{i}]: {exc}") from None
-                spec.plain.append(plain)
+                if plain is not None:
+                    spec.plain.append(plain)
                 spec.masked.extend(masked)
             spec.has_templates = True
         if len(spec.plain) + len(spec.masked) > MAX_TEMPLATES:
@@ -241,6 +272,11 @@ class CommandHandler:
 
     def _apply(self, spec: PersonSpec) -> None:
         """Inside the caller's transaction."""
+        if spec.has_templates and not spec.plain and (spec.replace_templates or not self._has_bare(spec.name)):
+            # Known only from masked faces, a person is matched outside the calibrated stranger rates (the
+            # thresholds hold for bare enrolment photos plus their synthetic masks: docs/accuracy.md).
+            raise CommandError("bad_photo", f"{spec.name}: no face without a mask among the photos or templates, and "
+                               "no bare-face template kept; send at least one photo without a mask")
         self.gallery.upsert_person(spec.name, **spec.fields)
         if not spec.has_templates:
             return

@@ -204,9 +204,13 @@ class ControlPlane:
             log.exception("could not store the audit event %s %s", reason, details)
 
     def _run(self, cmd: Command) -> bool:
+        stored = False  # this run stored the command's id (accept succeeded)
         try:
             self.verifier.accept(cmd)
-            result = self.handler.handle(cmd.type, cmd.args)
+            stored = True
+            # Issue times of applied changes older than the window order nothing: a command that old is expired.
+            self.handler.order.forget_before(self.verifier.clock() - self.verifier.window_s - self.verifier.max_skew_s)
+            result = self.handler.handle(cmd.type, cmd.args, cmd.issued_at)
         except CommandRejected as exc:
             self.counts["refused"] += 1
             if exc.reason != "replayed":
@@ -221,13 +225,13 @@ class ControlPlane:
             return False
         except STORAGE_ERRORS as exc:  # a full or broken disk: the daemon lives on, the admin hears why
             self.counts["storage"] += 1
-            self._unspent(cmd.id)
+            self._unspent(cmd.id, stored)
             log.error("command %s %s failed on storage: %s", cmd.type, cmd.id, exc)
             self._answer(cmd.id, cmd.type, False, error={"reason": "storage", "message": str(exc)[:300]})
             return False
         except Exception as exc:  # a bug must not stop the door either
             self.counts["internal"] += 1
-            self._unspent(cmd.id)
+            self._unspent(cmd.id, stored)
             log.exception("command %s %s failed", cmd.type, cmd.id)
             self._answer(cmd.id, cmd.type, False, error={"reason": "internal",
                                                          "message": f"{type(exc).__name__}: {str(exc)[:200]}"})
@@ -240,10 +244,17 @@ class ControlPlane:
         self._answer(cmd.id, cmd.type, True, result=result)
         return cmd.type in CHANGES_GALLERY
 
-    def _unspent(self, command_id: str) -> None:
-        """Not run, and its id perhaps not stored: the same command may come again (SQLite has the last word)."""
+    def _unspent(self, command_id: str, stored: bool = False) -> None:
+        """Not run: the same command may come again. ``stored``: this run stored the id before the command failed
+        in one rolled-back transaction, so the stored id is forgotten too (if storage lets us)."""
         with self._recent_lock:
             self._recent.pop(command_id, None)
+        if stored:
+            try:
+                self.verifier.seen.discard(command_id)
+            except (EdgeAppError, *STORAGE_ERRORS) as exc:
+                log.error("command %s failed and its id could not be forgotten (%s): resending it is refused as "
+                          "replayed; send it with a new id", command_id, exc)
 
     def _refresh_version(self) -> None:
         try:

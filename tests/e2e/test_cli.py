@@ -243,6 +243,29 @@ def test_config_file_sets_thresholds_and_policy(enrolled, faces_dev, tmp_path, c
     assert json.loads(out)["faces"][0]["reason"] == "no_mask"
 
 
+def test_a_config_threshold_below_the_calibrated_one_is_refused_unless_accepted(enrolled, faces_dev, tmp_path,
+                                                                              capsys):
+    """A value copied from another embedder (SFace's ~0.55 kept when switching to dlib, calibrated at 0.965)
+    would let strangers in: the door refuses to start on it, naming the key, the file and the calibrated value."""
+    from edge_app.models import ModelSet
+
+    t = ModelSet().thresholds()
+    photo = str(faces_dev / "obama_partial_face2.jpg")
+    cfg = tmp_path / "edge.toml"
+    for key, value in (("threshold", t.plain - 0.05), ("masked_threshold", t.masked - 0.01),
+                       ("masked_margin", max(0.0, t.masked_margin - 0.05))):
+        cfg.write_text(f"[recognition]\n{key} = {value:.4f}\n")
+        code, _, err = run(capsys, "recognize", photo, "--config", str(cfg))
+        assert code == EXIT_ERROR and f"[recognition] {key} = " in err and "edge.toml" in err, err
+        assert "accept_weaker_thresholds" in err
+        code, _, err = run(capsys, "run", "--config", str(cfg), "--check-config")
+        assert code == EXIT_ERROR and f"[recognition] {key}" in err
+    cfg.write_text(f"[recognition]\nthreshold = {t.plain - 0.05:.4f}\naccept_weaker_thresholds = true\n")
+    assert run(capsys, "recognize", photo, "--config", str(cfg))[0] == EXIT_OK
+    cfg.write_text(f"[recognition]\nthreshold = {t.plain + 0.05:.4f}\n")  # stricter: always fine
+    assert run(capsys, "recognize", photo, "--config", str(cfg))[0] == EXIT_OK
+
+
 def test_bad_config_names_the_key_and_the_file(db, faces_dev, tmp_path, capsys):
     cfg = tmp_path / "edge.toml"
     cfg.write_text("[recognition]\nthreshhold = 0.9\n")
@@ -251,3 +274,22 @@ def test_bad_config_names_the_key_and_the_file(db, faces_dev, tmp_path, capsys):
     assert "edge.toml" in err and "threshhold" in err and 'did you mean "threshold"' in err
     code, _, err = run(capsys, "gallery", "list", "--config", str(tmp_path / "missing.toml"))
     assert code == EXIT_ERROR and "missing.toml" in err
+
+
+def test_enrolling_only_masked_photos_is_refused_and_a_masked_photo_is_a_masked_template(db, faces_dev, masked_photo,
+                                                                                        capsys):
+    """The thresholds are calibrated for bare enrolment photos (plus their synthetic masks): a person known
+    only from masked faces would be matched outside those stranger rates."""
+    code, _, err = run(capsys, "enroll", "--name", "Ann", str(masked_photo))
+    assert code == EXIT_ERROR and "every usable photo of 'Ann' shows a mask" in err
+    with Gallery(db) as g:
+        assert g.list_persons() == []
+    code, out, _ = run(capsys, "enroll", "--name", "Ann", str(masked_photo), str(faces_dev / "obama.jpg"), "--json")
+    report = json.loads(out)
+    assert code == EXIT_OK and (report["plain_templates"], report["masked_templates"]) == (1, 4)
+    # More masked photos for someone who keeps a bare template: fine; replacing everything with them: refused.
+    assert run(capsys, "enroll", "--name", "Ann", str(masked_photo))[0] == EXIT_OK
+    assert run(capsys, "enroll", "--name", "Ann", str(masked_photo), "--replace")[0] == EXIT_ERROR
+    with Gallery(db) as g:
+        [ann] = g.list_persons()
+        assert (ann.n_templates, ann.n_masked) == (6, 5)

@@ -67,3 +67,10 @@ def test_openset_refuses_a_folder_without_the_layout(tmp_path, capsys):
     (tmp_path / "alice").mkdir()
     assert evaluate.main(["--openset", str(tmp_path), "--no-progress"]) == 2
     assert "expected subfolders masked/ and/or unmasked/" in capsys.readouterr().err
+
+
+def test_enrol_masked_is_refused_for_calibration_and_out_of_range(people, capsys):
+    assert evaluate.main(["--openset", str(people), "--enrol-masked", "1", "--calibrate", "--no-progress"]) == 2
+    assert "--enrol-masked must be in 0..10 and is not for --calibrate" in capsys.readouterr().err
+    assert evaluate.main(["--openset", str(people), "--enrol-masked", "11", "--no-progress"]) == 2
+    assert "--enrol-masked" in capsys.readouterr().err

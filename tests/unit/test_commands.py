@@ -7,7 +7,6 @@ import base64
 import numpy as np
 import pytest
 
-from edge_app.enrol import PhotoStatus, embed_photo_bytes
 from edge_app.gallery.store import Gallery
 from edge_app.mqtt.commands import CommandError, CommandHandler
 
@@ -119,14 +118,10 @@ def test_remote_unlock_only_when_enabled(handler, tmp_path):
 
 
 def test_photos_are_embedded_on_the_device(tmp_path, pipeline, model_set, faces_dev):
+    from edge_app.cli.run import photo_embedder
     from edge_app.mqtt.commands import CommandError as CE
 
-    def embed(data: bytes):  # type: ignore[no-untyped-def]
-        r = embed_photo_bytes(pipeline, data, n_masked=3)
-        if r.status is not PhotoStatus.OK or r.embedding is None:
-            raise CE("bad_photo", r.detail)
-        return r.embedding, list(r.masked_embeddings)
-
+    embed = photo_embedder(pipeline, 3)  # the daemon's own
     with Gallery(tmp_path / "g.db") as g:
         h = CommandHandler(g, model_set.embedder_sha, pipeline.embedder.dim, "k", embed_photo=embed)
         photo = base64.b64encode((faces_dev / "obama.jpg").read_bytes()).decode()
@@ -139,3 +134,34 @@ def test_photos_are_embedded_on_the_device(tmp_path, pipeline, model_set, faces_
         junk = base64.b64encode(b"not an image").decode()
         with pytest.raises(CE, match=r"photos\[0\]: cannot decode image"):
             h.handle("gallery.upsert", {"name": "Biden", "photos": [junk]})
+
+
+def test_a_photo_that_shows_a_mask_is_a_masked_template_and_never_a_persons_only_face(tmp_path, pipeline, model_set,
+                                                                                   faces_dev, masked_photo):
+    """Filed as `edge-app enroll` files it (a masked template, no synthetic masks drawn over a real one), and
+    a person known only from masked faces is refused: the thresholds are calibrated for bare enrolment photos."""
+    from edge_app.cli.run import photo_embedder
+
+    embed = photo_embedder(pipeline, 3)
+    masked = base64.b64encode(masked_photo.read_bytes()).decode()
+    bare = base64.b64encode((faces_dev / "obama.jpg").read_bytes()).decode()
+    with Gallery(tmp_path / "g.db") as g:
+        h = CommandHandler(g, model_set.embedder_sha, pipeline.embedder.dim, "k", embed_photo=embed)
+        with pytest.raises(CommandError, match="no face without a mask") as e:
+            h.handle("gallery.upsert", {"name": "Ann", "photos": [masked]})
+        assert e.value.reason == "bad_photo" and g.list_persons() == []
+        r = h.handle("gallery.upsert", {"name": "Ann", "photos": [masked, bare]})
+        assert (r["templates"], r["masked_templates"]) == (5, 4)  # 1 bare + its 3 synthetic + the real masked one
+        rows = g.db.execute("SELECT masked FROM templates ORDER BY id").fetchall()
+        assert [int(x[0]) for x in rows] == [0, 1, 1, 1, 1]
+        # Added to a person who keeps a bare template: fine; replacing all of them with it: refused.
+        r = h.handle("gallery.upsert", {"name": "Ann", "photos": [masked], "replace_templates": False})
+        assert (r["templates"], r["masked_templates"]) == (6, 5)
+        with pytest.raises(CommandError, match="no face without a mask"):
+            h.handle("gallery.upsert", {"name": "Ann", "photos": [masked]})
+        assert g.get_person("Ann").n_templates == 6
+        # Templates sent by an admin tool: the same rule.
+        with pytest.raises(CommandError, match="no face without a mask"):
+            h.handle("gallery.upsert", {"name": "Bo", "templates": {
+                "model_sha": model_set.embedder_sha, "dim": pipeline.embedder.dim, "plain": [],
+                "masked": [b64(np.eye(1, pipeline.embedder.dim, dtype=np.float32)[0])]}})

@@ -301,7 +301,8 @@ def test_errors_in_a_loaded_file_name_that_file(tmp_path):
 def test_describe_omits_none_and_shows_values():
     text = describe(DEFAULT)
     recognition = text.split("[recognition]\n", 1)[1].split("\n[", 1)[0]
-    assert "threshold" not in recognition and "path" not in text and "dir" not in text
+    keys = [line.split(" = ")[0] for line in recognition.splitlines()]
+    assert "threshold" not in keys and "masked_threshold" not in keys and "path" not in text and "dir" not in text
     assert "[recognition]\n" in text and 'detector = "short"' in text and "require_mask = false" in text
     assert "[gallery]\n" in text and "[models]\n" in text
 

@@ -122,6 +122,34 @@ def test_a_signed_command_on_a_full_disk_is_answered_storage_and_the_daemon_live
         assert link.results[-1]["ok"] is True and link.results[-1]["result"]["pong"] is True
 
 
+def test_a_command_that_fails_on_storage_after_its_id_was_stored_may_be_sent_again(tmp_path, admin):
+    """The change runs in one transaction: when it fails on storage nothing changed, so the same signed
+    command must be accepted when it comes again, not refused as replayed."""
+    import sqlite3
+
+    with Gallery(tmp_path / "g.db") as g:
+        control, link = plane(g, admin)
+        real = control.handler.handle
+        calls: list[int] = []
+
+        def flaky(*a: Any, **kw: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 1:
+                raise sqlite3.OperationalError("disk I/O error")
+            return real(*a, **kw)
+
+        control.handler.handle = flaky  # type: ignore[method-assign]
+        raw = sign_command(admin, type="gallery.upsert", args={"name": "Ann"}, target=DEVICE, command_id="io-fail-01")
+        control.on_command(f"edge-app/{DEVICE}/cmd", raw)
+        control.poll()
+        assert link.results[-1]["error"]["reason"] == "storage" and g.list_persons() == []
+        control.on_command(f"edge-app/{DEVICE}/cmd", raw)
+        control.poll()
+        assert link.results[-1]["ok"] is True and [p.name for p in g.list_persons()] == ["Ann"]
+        control.on_command(f"edge-app/{DEVICE}/cmd", raw)  # it ran: now a replay
+        assert link.results[-1]["error"]["reason"] == "replayed"
+
+
 # --- Home Assistant's unsigned unlock (issue 10 item 1) --------------------------------------------
 
 
@@ -180,3 +208,43 @@ def test_a_replayed_command_is_answered_at_once_and_takes_no_queue_slot(tmp_path
         assert [(r["id"], r["error"]["reason"]) for r in link.results] == [("captured-01", "replayed")] * 2
         control.poll()
         assert link.results[-1]["ok"] is True and len(link.results) == 3
+
+
+def test_a_signed_command_delivered_late_cannot_undo_a_newer_change(tmp_path, admin):
+    """The kiosk trusts signatures, not the broker: a broker (or a network without TLS) that holds back
+    "Eve active" and delivers it after "Eve inactive" must not re-activate her, nor bring back a deleted
+    person or undo a whole-gallery replace. Changes to other people are not held up."""
+    import time
+
+    def signed(issued_at: float, type_: str, **args: Any) -> bytes:
+        return sign_command(admin, type=type_, args=args, target=DEVICE, issued_at=issued_at)
+
+    def run(control: ControlPlane, link: RecordingLink, raw: bytes) -> dict[str, Any]:
+        control.on_command(f"edge-app/{DEVICE}/cmd", raw)
+        control.poll()
+        return link.results[-1]
+
+    t0 = time.time() - 100
+    with Gallery(tmp_path / "g.db") as g:
+        control, link = plane(g, admin)
+        g.add_person("Eve", active=False)
+        g.add_person("Ann")
+        activate = signed(t0, "gallery.upsert", name="Eve", active=True)  # held back by the broker
+        assert run(control, link, signed(t0 + 20, "gallery.upsert", name="Eve", active=False))["ok"]
+        late = run(control, link, activate)
+        assert not late["ok"] and late["error"]["reason"] == "stale" and "'Eve'" in late["error"]["message"]
+        assert g.get_person("Eve").active is False
+        assert run(control, link, signed(t0 + 5, "gallery.upsert", name="Ann", active=False))["ok"]  # another person
+        # A deletion, then an older upsert of the same person: stays deleted.
+        assert run(control, link, signed(t0 + 30, "gallery.delete", name="Ann"))["ok"]
+        assert run(control, link, signed(t0 + 25, "gallery.upsert", name="Ann", active=True))["error"]["reason"] == \
+            "stale"
+        assert [p.name for p in g.list_persons()] == ["Eve"]
+        # A whole-gallery replace orders after everything it replaced, and before nothing newer.
+        assert run(control, link, signed(t0 + 40, "gallery.replace", version=7, persons=[]))["ok"]
+        assert run(control, link, signed(t0 + 35, "gallery.upsert", name="Eve", active=True))["error"]["reason"] == \
+            "stale"
+        assert run(control, link, signed(t0 + 38, "gallery.replace", version=6, persons=[]))["error"]["reason"] == \
+            "stale"
+        assert run(control, link, signed(t0 + 45, "gallery.upsert", name="Zoe", active=True))["ok"]
+        assert [p.name for p in g.list_persons()] == ["Zoe"]

@@ -134,3 +134,35 @@ def test_scores_are_the_matchers(tmp_path, masked_gallery: str) -> None:  # type
             assert g.names[sc.top[i, j]] == top2[0].name
             assert sc.s1[i, j] == pytest.approx(top2[0].score, abs=1e-5)
             assert sc.s2[i, j] == pytest.approx(top2[1].score, abs=1e-5)
+
+
+def test_enrolling_masked_photos_makes_them_masked_templates_and_not_probes() -> None:
+    """`--enrol-masked N`: an enrolled person's first N masked photos become masked templates (a photo whose
+    face is called masked is stored as `edge-app enroll` stores it), the rest of their masked photos probe."""
+    from pathlib import Path
+
+    names = [n for n in (f"person{i}" for i in range(50)) if openset.is_enrolled(n, 0)][:2]
+    stranger = next(n for n in (f"other{i}" for i in range(50)) if not openset.is_enrolled(n, 0))
+    people = [openset.Person(n, [Path(f"{n}/u{j}.jpg") for j in range(2)], [Path(f"{n}/m{j}.jpg") for j in range(2)])
+              for n in (*names, stranger)]
+    files = [str(f) for p in people for f in p.unmasked + p.masked]
+    d, f = 4, openset.FRAMES
+    vec = {s: np.eye(d, dtype=np.float32)[i % d] for i, s in enumerate(files)}
+    plain = [vec[s] if "/u0" in s else None for s in files]
+    masked = [((vec[s] * 2,) if "/u0" in s else (vec[s],) if "/m0" in s else ()) for s in files]
+    status = ["ok" if "/u0" in s else "ok_masked" if "/m0" in s else "not_enrolled" for s in files]
+    emb = openset.Embedded(files, {s: i for i, s in enumerate(files)})
+    emb.enrolment = openset.Enrolment(plain, masked, status)
+    n = len(files)
+    emb.frames["crop"] = openset.FrameSet(np.ones((n, f), bool), np.zeros((n, f), bool), np.ones((n, f), bool),
+                                          np.zeros((n, f, d), np.float32))
+    g, enrolled = rep.build_gallery(people, emb, 1, 0, [], masked_k=1)
+    assert [p.name for p in enrolled] == names and g.names == names
+    assert g.plain.shape[0] == 2 and g.masked.shape[0] == 4  # per person: u0's synthetic + m0 itself
+    assert sorted(g.masked_pid.tolist()) == [0, 0, 1, 1]
+    pr = rep.probes_of(people, enrolled, g, emb, 1, "crop", masked_k=1)
+    # enrolled: u1 and m1 probe (m0 enrolled); the stranger: all four photos
+    assert pr.pid.tolist() == [0, 0, 1, 1, -1, -1, -1, -1]
+    assert pr.real_mask.tolist() == [False, True, False, True, False, False, True, True]
+    g0, _ = rep.build_gallery(people, emb, 1, 0, [])  # without the option: only the bare photo's templates
+    assert g0.masked.shape[0] == 2 and rep.probes_of(people, enrolled, g0, emb, 1, "crop").pid.size == 10
