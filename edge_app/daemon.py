@@ -330,8 +330,10 @@ class Daemon:
         return False
 
     def _frozen_error(self) -> SourceError | None:
-        """The camera counts as lost once it has repeated one picture for [camera] no_frame_seconds."""
-        if self._frozen_since is None:
+        """A sensor camera counts as lost once it has repeated one picture for [camera] no_frame_seconds. Not a
+        network stream: one of a still scene may decode to identical frames for hours (its repeats still vote
+        nothing)."""
+        if self._frozen_since is None or not self.source.sensor:
             return None
         seconds = time.monotonic() - self._frozen_since
         if seconds < self.config.camera.no_frame_seconds:

@@ -45,6 +45,9 @@ class FrameSource:
 
     description = "source"
     live = False  # live sources drop frames when the consumer is slow; files never do
+    # Frames straight from a sensor (USB, Pi camera): noise makes every frame differ, so one picture repeated
+    # means a frozen driver. A network stream of a still scene may decode to identical frames (skipped blocks).
+    sensor = False
     fps: float | None = None
     stop_event: threading.Event | None = None
 
@@ -133,6 +136,7 @@ class OpenCVSource(FrameSource):
         self.live = live if live is not None else not (isinstance(self.spec, str) and Path(self.spec).is_file())
         self.width, self.height = width, height
         self.description = f"camera {self.spec}" if isinstance(self.spec, int) else str(self.spec)
+        self.sensor = isinstance(self.spec, int)
         self.no_frame_timeout = no_frame_timeout
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
         self.stop_event = stop

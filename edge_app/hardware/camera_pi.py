@@ -35,6 +35,7 @@ class Picamera2Source(FrameSource):
     A capture error closes the camera and raises SourceError; the next read() reopens it."""
 
     live = True
+    sensor = True
 
     def __init__(self, size: tuple[int, int] = DEFAULT_SIZE, camera_num: int = 0,
                  module_loader: Callable[[], Any] | None = None, *, stop: threading.Event | None = None,

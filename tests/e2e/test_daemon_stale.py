@@ -38,8 +38,8 @@ class ScriptedCamera(FrameSource):
     live = True
     description = "scripted camera"
 
-    def __init__(self, script: list[tuple[str, Any]], interval: float = 0.05) -> None:
-        self.script, self.interval, self.index = list(script), interval, 0
+    def __init__(self, script: list[tuple[str, Any]], interval: float = 0.05, sensor: bool = True) -> None:
+        self.script, self.interval, self.index, self.sensor = list(script), interval, 0, sensor
 
     def read(self) -> Frame | None:
         while self.script:
@@ -57,7 +57,8 @@ class ScriptedCamera(FrameSource):
 
 
 def run(script: list[tuple[str, Any]], gallery_db, pipeline, model_set, config: str = NO_LIVENESS,  # type: ignore[no-untyped-def]
-        prepare: Callable[[Daemon, Gallery], None] | None = None) -> tuple[Daemon, list[bool], list[dict[str, Any]]]:
+        prepare: Callable[[Daemon, Gallery], None] | None = None,
+        sensor: bool = True) -> tuple[Daemon, list[bool], list[dict[str, Any]]]:
     """One daemon run on a fresh copy of the gallery (each run's events only)."""
     gallery_db = shutil.copy(gallery_db, gallery_db.with_name(f"run-{next(RUNS)}.db"))
     factory = MockFactory()
@@ -66,8 +67,8 @@ def run(script: list[tuple[str, Any]], gallery_db, pipeline, model_set, config: 
         t = model_set.thresholds()
         policy = RecognitionPolicy(t.plain, t.masked)
         rec = Recognizer(pipeline, Matcher.from_gallery(g, model_set.embedder_sha), policy)
-        daemon = Daemon(parse_config('[door]\npins = "mock"\n' + config), ScriptedCamera(script), rec, g, door,
-                        model_set.embedder_sha)
+        camera = ScriptedCamera(script, sensor=sensor)
+        daemon = Daemon(parse_config('[door]\npins = "mock"\n' + config), camera, rec, g, door, model_set.embedder_sha)
         if prepare is not None:
             prepare(daemon, g)
         assert daemon.run() == 0
@@ -115,6 +116,12 @@ def test_a_frozen_camera_repeating_one_picture_opens_nothing_and_is_reported_los
     # Without the new frames, the frozen picture alone opens nothing.
     _, relay, events = run([("frame", frozen)] * 8, gallery_db, pipeline, model_set)
     assert relay == [False] and access(events) == []
+    # A network stream (rtsp://) of a still scene may decode to identical frames: they vote nothing either, but
+    # the stream is not reported lost for it.
+    daemon, relay, events = run([("frame", frozen)] * 15, gallery_db, pipeline, model_set,
+                                NO_LIVENESS + "[camera]\nno_frame_seconds = 0.5\n", sensor=False)
+    assert daemon.stats.repeated_frames == 14 and relay == [False] and access(events) == []
+    assert [e for e in events if e["kind"] == "camera"] == []
 
 
 def test_a_reload_that_fails_half_way_is_tried_again_and_never_mixes_templates_and_rules(

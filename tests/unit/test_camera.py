@@ -355,3 +355,16 @@ def test_open_source_other_specs(tmp_path: Path) -> None:
     assert isinstance(pi, Picamera2Source) and pi.size == (1280, 720)
     video = open_source(str(write_video(tmp_path / "v.avi", 2)))
     assert isinstance(video, OpenCVSource) and not video.live
+
+
+def test_only_sensor_cameras_count_a_repeated_picture_as_frozen(tmp_path):
+    """USB and Pi cameras deliver sensor noise (a repeat means a frozen driver); a network stream of a still
+    scene may decode to identical frames, and a file is a file."""
+    from edge_app.hardware.camera import OpenCVSource
+    from edge_app.hardware.camera_pi import Picamera2Source
+
+    video = tmp_path / "v.avi"
+    video.write_bytes(b"")
+    assert OpenCVSource("0").sensor and OpenCVSource(2).sensor
+    assert not OpenCVSource("rtsp://10.0.0.5/stream").sensor and not OpenCVSource(str(video)).sensor
+    assert Picamera2Source.sensor
