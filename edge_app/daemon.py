@@ -320,7 +320,9 @@ class Daemon:
         picture. A live sensor never repeats a frame exactly (noise), and a repeat shows nothing new: it
         must not add votes (three copies of one picture are not three frames of a person)."""
         prev, img = self._previous, frame.image
-        if prev is not None and prev.shape == img.shape and np.array_equal(prev, img):
+        # Every 8th row first: a live frame differs there already (0.03 ms instead of 0.2 ms for 640x480 here).
+        if (prev is not None and prev.shape == img.shape and np.array_equal(prev[::8], img[::8])
+                and np.array_equal(prev, img)):
             self.stats.repeated_frames += 1
             if self._frozen_since is None:
                 self._frozen_since = time.monotonic()
