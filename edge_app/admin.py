@@ -32,6 +32,7 @@ import numpy as np
 
 from edge_app import __version__
 from edge_app.errors import EdgeAppError
+from edge_app.fsutil import write_private
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     doc = {"name": args.name, "templates": {"model_sha": ms.embedder_sha, "dim": pipe.embedder.dim,
                                             "plain": [b64(e) for e in plain], "masked": [b64(e) for e in masked]}}
-    args.out.write_text(json.dumps(doc) + "\n")
+    write_private(args.out, (json.dumps(doc) + "\n").encode())  # templates are biometric data: 0600
     say(f"{args.out}: {args.name}, {len(plain)} plain + {len(masked)} masked template(s) from "
         f"{len(photos) - skipped} photo(s), {skipped} skipped (embedder {ms.embedder_sha[:12]}…)")
     return EXIT_OK if not skipped else 3
@@ -183,6 +184,11 @@ class Fleet:
 
 
 def _target(args: argparse.Namespace) -> tuple[str, int | None]:
+    """Exactly one target, named: no target (or an empty one, as an unset "$DEV" gives) is an error, never the
+    whole fleet -- `edge-admin unlock` must not open every door because a variable was empty."""
+    for option, value in (("--device", args.device), ("--group", args.group)):
+        if value is not None and not value.strip():
+            raise EdgeAppError(f"{option} is empty; name a kiosk (--device), a group (--group) or use --all")
     given = [o for o, v in (("--device", args.device), ("--group", args.group), ("--all", args.all)) if v]
     if len(given) > 1:  # argparse only sees a conflict on one side of the subcommand
         raise EdgeAppError(f"give one of --device, --group, --all, not {' and '.join(given)}")
@@ -190,7 +196,9 @@ def _target(args: argparse.Namespace) -> tuple[str, int | None]:
         return args.device, 1
     if args.group:
         return f"group:{args.group}", None
-    return "*", None
+    if args.all:
+        return "*", None
+    raise EdgeAppError("no target: give --device ID, --group NAME, or --all for every kiosk under the prefix")
 
 
 def _report(results: dict[str, dict[str, Any]], expect: int | None, as_json: bool) -> int:

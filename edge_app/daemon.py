@@ -37,6 +37,7 @@ from edge_app.fsutil import write_private
 from edge_app.gallery.eventlog import EventLog
 from edge_app.gallery.kiosk import forget_loaded, record_loaded
 from edge_app.gallery.matcher import Matcher
+from edge_app.gallery.outbox import Outbox
 from edge_app.gallery.store import Gallery
 from edge_app.hardware.camera import Frame, FrameSource
 from edge_app.hardware.door import Door, DoorEvent
@@ -271,12 +272,14 @@ class Daemon:
 
     def prune(self) -> None:
         ev = self.config.events
-        self.gallery.prune_events(self.now() - timedelta(days=ev.retention_days))
+        cutoff = self.now() - timedelta(days=ev.retention_days)
+        self.gallery.prune_events(cutoff)
+        Outbox(self.gallery).prune_before(cutoff)  # the same events, waiting for a broker
         folder = self._snapshot_dir()
         if folder.is_dir():
-            cutoff = time.time() - ev.snapshot_retention_days * 86400
+            oldest = time.time() - ev.snapshot_retention_days * 86400
             for p in folder.glob("*.jpg"):
-                if p.stat().st_mtime < cutoff:
+                if p.stat().st_mtime < oldest:
                     p.unlink(missing_ok=True)
 
     # --- the loop ---------------------------------------------------------------------------------

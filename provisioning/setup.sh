@@ -523,13 +523,16 @@ attrs_ok() {  # PATH MODE UID GID: mode matches and, when we can chown, the owne
 
 set_attrs() {  # PATH MODE UID GID
     if ((CAN_CHOWN)); then
-        run chown "$3:$4" -- "$1"
+        run chown -h "$3:$4" -- "$1"
     fi
     run chmod "$2" -- "$1"
 }
 
 ensure_dir() {  # TARGET MODE UID GID
     local path=$ROOT$1
+    # Never through a symbolic link: chown/chmod would change whatever it points at (a link planted in a folder
+    # the service user owns would hand it, say, /etc/systemd/system on the next run).
+    [[ -L $path ]] && die "$1 is a symbolic link; refusing to set its owner or mode through it (remove it, then run again)"
     if [[ ! -d $path ]]; then
         run mkdir -p -- "$path"
         set_attrs "$path" "$2" "$3" "$4"
@@ -995,9 +998,10 @@ step_config() {
 }
 
 step_state() {
-    # The directory itself only: what is inside (the gallery, snapshots) is the daemon's and is left alone.
+    # The directory itself only (its parent is root's): what is inside (the gallery, snapshots/) is the daemon's.
+    # The service user can replace anything in there, so setup.sh running as root never sets owners or modes
+    # inside it; systemd-tmpfiles, which does not follow links, creates snapshots/ (systemd/edge-app.tmpfiles.conf).
     ensure_dir "$STATE" 750 "$EA_UID" "$EA_GID"
-    ensure_dir "$STATE/snapshots" 750 "$EA_UID" "$EA_GID"
 }
 
 UNIT_CHANGED=0

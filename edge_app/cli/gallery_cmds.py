@@ -78,10 +78,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         doc = read_export("<stdin>", sys.stdin.read())
     else:
         doc = read_export(args.file)
-    model_sha = models(args).embedder_sha
-    check_embedder(doc, model_sha)
+    ms = models(args)
+    model_sha, dim = ms.embedder_sha, int(ms.info(ms.embedder_entry, verify=False).entry["output"]["dim"])
+    check_embedder(doc, model_sha, dim)
     with gallery(args) as g:
-        result = import_gallery(g, doc, model_sha, replace=args.replace)
+        result = import_gallery(g, doc, model_sha, replace=args.replace, dim=dim)
         say(wait_for_kiosk_reload(g, result.gallery_version).message)
     if args.json:
         emit_json({"imported": doc.origin, "persons": result.persons, "templates": result.templates,

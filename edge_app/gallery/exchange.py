@@ -137,7 +137,7 @@ def _person(origin: str, i: int, p: Any) -> ImportedPerson:
         shas.add(sha)
     quality = tuple(q if isinstance(q, int | float) and not isinstance(q, bool) else None
                     for q in (t.get("quality") for t in templates))
-    sources = {t.get("source") for t in templates}
+    sources = {src if isinstance(src, str) else None for src in (t.get("source") for t in templates)}
     source = sources.pop() if len(sources) == 1 else None
     dims = {len(r) for r in rows}
     if len(dims) > 1:
@@ -170,8 +170,9 @@ def _template(origin: str, where: str, t: Any) -> tuple[np.ndarray, bool, str]:
     return vec, masked, sha.lower()
 
 
-def check_embedder(doc: GalleryFile, model_sha: str) -> None:
-    """TemplateModelMismatch unless every template was made by the embedder ``model_sha``."""
+def check_embedder(doc: GalleryFile, model_sha: str, dim: int | None = None) -> None:
+    """TemplateModelMismatch unless every template was made by the embedder ``model_sha`` (and has its ``dim``);
+    GalleryInputError for a person with masked templates only."""
     foreign = sorted(doc.model_shas - {model_sha})
     if foreign:
         n = sum(1 for p in doc.persons if p.model_shas - {model_sha})
@@ -179,12 +180,25 @@ def check_embedder(doc: GalleryFile, model_sha: str) -> None:
             f"{doc.origin}: templates of {n} person(s) were made by another embedder "
             f"({', '.join(s[:12] + '…' for s in foreign)}); this edge-app uses {model_sha[:12]}…. "
             "Import it where the same models are installed, or re-enrol from photos; nothing imported")
+    wrong = sorted({p.embeddings.shape[1] for p in doc.persons if p.embeddings.size} - ({dim} if dim else set()))
+    if dim and wrong:
+        # Loaded, such templates would make every probe fail: nobody recognised, the door shut for everyone.
+        raise TemplateModelMismatch(f"{doc.origin}: templates of {wrong} values, the embedder {model_sha[:12]}… "
+                                    f"gives {dim}; nothing imported")
+    masked_only = [p.name for p in doc.persons if p.masked and all(p.masked)]
+    if masked_only:
+        # The thresholds are calibrated for bare enrolment photos (plus their synthetic masks): someone known
+        # only from masked faces would be matched outside those stranger rates (as enroll and MQTT refuse).
+        raise GalleryInputError(f"{doc.origin}: {len(masked_only)} person(s) with masked templates only: "
+                                f"{', '.join(map(repr, masked_only[:5]))}; each needs a bare-face template; "
+                                "nothing imported")
 
 
-def import_gallery(gallery: Gallery, doc: GalleryFile, model_sha: str, *, replace: bool) -> ImportResult:
+def import_gallery(gallery: Gallery, doc: GalleryFile, model_sha: str, *, replace: bool,
+                   dim: int | None = None) -> ImportResult:
     """Add the file's persons (a name already in the gallery is an error), or with ``replace`` make the
     gallery exactly the file's persons. One transaction either way; templates must be ``model_sha``'s."""
-    check_embedder(doc, model_sha)
+    check_embedder(doc, model_sha, dim)
     try:
         with gallery.write_transaction():
             existing = [p.name for p in gallery.list_persons()]

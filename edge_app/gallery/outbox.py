@@ -73,6 +73,16 @@ class Outbox:
         with self.gallery.write_transaction():
             return bool(self.gallery.db.execute("DELETE FROM outbox WHERE seq = ?", [seq]).rowcount)
 
+    def prune_before(self, cutoff: datetime) -> int:
+        """Drop messages queued before ``cutoff`` (aware): events kept past their retention are not kept here
+        either, broker or not (a kiosk whose MQTT was turned off would otherwise keep them for good)."""
+        with self.gallery.write_transaction():
+            n = int(self.gallery.db.execute("DELETE FROM outbox WHERE created_at < ?",
+                                            [cutoff.astimezone(UTC).isoformat(timespec="milliseconds")]).rowcount)
+        if n:
+            log.warning("outbox: dropped %d message(s) older than the event retention, never sent", n)
+        return n
+
     def __len__(self) -> int:
         return int(self.gallery.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 

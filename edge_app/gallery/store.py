@@ -13,7 +13,6 @@ import base64
 import enum
 import json
 import logging
-import os
 import re
 import sqlite3
 import urllib.parse
@@ -31,7 +30,7 @@ import numpy.typing as npt
 import sqlite_utils
 
 from edge_app.errors import GalleryError, GalleryInputError, PersonNotFoundError, TemplateModelMismatch
-from edge_app.fsutil import create_private_file, private_dir
+from edge_app.fsutil import create_private_file, private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -699,9 +698,7 @@ class Gallery:
                 "created_at": p.created_at, "updated_at": p.updated_at, "templates": templates.get(p.id, []),
             } for p in persons],
         }
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, out)  # never leave a half-written export behind
+        # Templates are biometric data: 0600 like the gallery itself, whatever the umask; atomic, never half-written.
+        write_private(out, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
         log.info("gallery: exported %d persons to %s", len(persons), out)
         return out

@@ -39,6 +39,7 @@ def test_enrol_writes_plain_and_masked_templates_of_the_kiosk_models(tmp_path, c
     t = doc["templates"]
     assert doc["name"] == "Obama" and t["model_sha"] == model_set.embedder_sha and t["dim"] == 128
     assert (len(t["plain"]), len(t["masked"])) == (1, 3)
+    assert out.stat().st_mode & 0o777 == 0o600  # templates are biometric data, whatever the umask
 
 
 def test_remote_commands_fail_clearly_before_the_network(tmp_path, capsys):
@@ -77,6 +78,18 @@ def test_one_target_even_across_both_sides_of_the_command(tmp_path, capsys):
     run(capsys, "keygen", "--out", str(key))
     code, _, err = run(capsys, "--device", "D", "ping", "--group", "lobby", "--key", str(key))
     assert code == EXIT_ERROR and "give one of --device, --group, --all, not --device and --group" in err
+
+
+def test_no_target_or_an_empty_one_is_an_error_never_the_whole_fleet(tmp_path, capsys):
+    """`edge-admin unlock` with a forgotten target (or an unset "$DEV") must not open every door."""
+    key = tmp_path / "admin.key"
+    run(capsys, "keygen", "--out", str(key))
+    for argv, message in ((["unlock"], "no target: give --device ID, --group NAME, or --all"),
+                          (["unlock", "--device", ""], "--device is empty"),
+                          (["remove", "Ana", "--group", " "], "--group is empty")):
+        code, _, err = run(capsys, "--broker", "127.0.0.1:9", "--key", str(key), *argv)
+        assert code == EXIT_ERROR and message in err, (argv, err)
+        assert "connect" not in err.lower()  # refused before the network
 
 
 def _export(tmp_path, persons: object, **extra: object):  # type: ignore[no-untyped-def]

@@ -314,8 +314,16 @@ def test_snapshots_only_when_asked_and_pruned(tmp_path, scenes, gallery_db, pipe
     assert (stat.S_IMODE(snaps.stat().st_mode), stat.S_IMODE(shot.stat().st_mode)) == (0o700, 0o600)
     os.utime(shot, (time.time() - 8 * 86400,) * 2)  # older than the 7-day default
     with Gallery(gallery_db) as g:
+        # Events waiting for a broker (MQTT was on once) go with the events' retention too, sent or not.
+        from edge_app.gallery.outbox import Outbox
+
+        box = Outbox(g)
+        box.put("edge-app/k/events", b'{"person_name": "Obama"}')
+        g.db.execute("UPDATE outbox SET created_at = '2020-01-01T00:00:00.000+00:00'")
+        box.put("edge-app/k/events", b'{"person_name": "Biden"}')  # recent: kept
         daemon.gallery = g
         daemon.prune()
+        assert [m.payload for m in box.peek(10)] == [b'{"person_name": "Biden"}']
     assert not shot.exists()
 
 

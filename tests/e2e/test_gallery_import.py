@@ -130,6 +130,20 @@ def _schedule(doc):  # type: ignore[no-untyped-def]
     doc["persons"][0]["schedule"] = [{"days": ["someday"], "start": "08:00", "end": "18:00"}]
 
 
+def _dim(doc):  # type: ignore[no-untyped-def]
+    # The right embedder's sha with 64 values: loaded, every probe would fail (nobody recognised).
+    for t in doc["persons"][1]["templates"]:
+        t["dim"], t["embedding"] = 64, __import__("base64").b64encode(np.ones(64, "<f4").tobytes()).decode()
+
+
+def _masked_only(doc):  # type: ignore[no-untyped-def]
+    doc["persons"][1]["templates"] = [t for t in doc["persons"][1]["templates"] if t["masked"]]
+
+
+def _source(doc):  # type: ignore[no-untyped-def]
+    doc["persons"][0]["templates"][0]["source"] = ["not", "text"]  # a clean import, not a TypeError
+
+
 @pytest.mark.parametrize(("change", "says"), [
     (_sha, "made by another embedder (cdcdcdcdcdcd…)"),
     (_version, "newer edge-app (schema_version 99"),
@@ -140,6 +154,8 @@ def _schedule(doc):  # type: ignore[no-untyped-def]
     (_name, "persons[1]: person name is empty"),
     (_dupe, "names appear more than once: 'Barack Obama'"),
     (_schedule, "bad schedule"),
+    (_dim, "templates of [64] values, the embedder"),
+    (_masked_only, "1 person(s) with masked templates only: 'Joe Biden'"),
 ])
 def test_a_bad_file_is_refused_naming_the_file_and_the_fault_and_nothing_is_written(
         exported, tmp_path, capsys, change, says):
@@ -157,6 +173,21 @@ def test_a_bad_file_is_refused_naming_the_file_and_the_fault_and_nothing_is_writ
     code, _, err = run(capsys, "gallery", "import", str(bad), "--replace", "--db", str(existing))
     assert code == EXIT_ERROR and says in err
     assert snapshot(existing, sha) == before  # --replace did not empty it either
+
+
+def test_exports_are_private_and_an_odd_source_field_is_ignored(exported, tmp_path, capsys):
+    import os
+    import stat
+
+    src, out, _ = exported
+    old = os.umask(0)  # a shell with umask 000 must not write world-readable templates
+    try:
+        assert run(capsys, "gallery", "export", str(tmp_path / "e.json"), "--db", str(src))[0] == EXIT_OK
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "e.json").stat().st_mode) == 0o600
+    odd = _broken(out, tmp_path, _source)
+    assert run(capsys, "gallery", "import", str(odd), "--db", str(tmp_path / "g.db"))[0] == EXIT_OK
 
 
 def test_corrupt_and_missing_files(exported, tmp_path, capsys):

@@ -242,6 +242,26 @@ def test_second_run_changes_nothing_and_keeps_the_gallery(staged: Staged, tmp_pa
     assert gallery.read_bytes() == gallery_bytes
 
 
+def test_a_link_planted_in_the_state_folder_gives_the_service_user_nothing(staged: Staged, tmp_path: Path):
+    """The service user owns /var/lib/edge-app and can put a link there; setup.sh runs as root and must not
+    set owners or modes through it (before, a snapshots -> /etc/systemd/system link handed that to edge-app)."""
+    root = copy_tree(staged.root, tmp_path / "root")
+    units = root / "etc/systemd/system"
+    before = mode_owner(units)
+    (root / "var/lib/edge-app/snapshots").symlink_to(units)
+    flags = [str(root) if f == str(staged.root) else f for f in staged.flags]
+    res = run_setup(*flags, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert mode_owner(units) == before
+    # And a link where setup.sh does set attributes is refused, naming it.
+    state = root / "var/lib/edge-app"
+    shutil.rmtree(state)
+    state.symlink_to(units)
+    res = run_setup(*flags, timeout=120)
+    assert res.returncode != 0 and "/var/lib/edge-app is a symbolic link" in res.stderr, res.stdout + res.stderr
+    assert mode_owner(units) == before
+
+
 def test_changed_flag_rewrites_only_the_config(staged: Staged, tmp_path: Path):
     root = copy_tree(staged.root, tmp_path / "root")
     old = (root / "etc/edge-app/config.toml").read_bytes()
