@@ -24,8 +24,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import numpy as np
-
 from edge_app import sdnotify
 from edge_app.access.controller import AccessController, AccessDecision
 from edge_app.access.policy import AccessPolicy, PersonRule
@@ -42,6 +40,7 @@ from edge_app.gallery.store import Gallery
 from edge_app.hardware.camera import Frame, FrameSource
 from edge_app.hardware.door import Door, DoorEvent
 from edge_app.hardware.feedback import Feedback, pattern_for
+from edge_app.hardware.freeze import RepeatedFrames
 from edge_app.imageio import encode_image
 from edge_app.mqtt.control import ControlPlane
 from edge_app.recognizer import Recognition, Recognizer
@@ -122,8 +121,7 @@ class Daemon:
             Tracker(votes=acc.votes, window=acc.window, max_gap_s=acc.max_gap_seconds,
                     **live_votes(config, recognizer)),
             person_rules(gallery), cooldown_s=acc.cooldown_seconds)
-        self._previous: np.ndarray | None = None  # the last frame's pixels, to tell a frozen camera
-        self._frozen_since: float | None = None
+        self._repeats = RepeatedFrames()  # a frozen camera's picture, again and again
         self.stats = Stats()
         self.control = control  # MQTT: events out, state, admin commands in (None: no broker configured)
         self.feedback = feedback  # LEDs and buzzer at the door (None: none fitted)
@@ -304,44 +302,25 @@ class Daemon:
         try:
             while not self.stop.is_set():
                 newest = grabber.get(timeout=0.5)
-                if newest is not None and self.stats.frames == 0:
-                    self._check_frame_interval()  # the source's frame rate is known once it delivers
                 self._camera_status(grabber.last_error or self._frozen_error())
                 yield newest
         finally:
             grabber.stop()
 
     def _check_frame_interval(self) -> None:
+        """Video files only: a live camera always gives its newest frame (every_nth_frame does not apply)."""
         acc, fps = self.config.access, self.source.fps
         if fps and acc.every_nth_frame / fps >= acc.max_gap_seconds:
             raise ConfigError(f"[access] max_gap_seconds ({acc.max_gap_seconds:g}) must be longer than the time "
                               f"between processed frames: every_nth_frame {acc.every_nth_frame} at {fps:g} frames/s "
                               f"is {acc.every_nth_frame / fps:.2f} s, so no vote could ever be completed")
 
-    def _repeated(self, frame: Frame) -> bool:
-        """Whether the frame is pixel for pixel the one before: a frozen camera or stream repeating its last
-        picture. A live sensor never repeats a frame exactly (noise), and a repeat shows nothing new: it
-        must not add votes (three copies of one picture are not three frames of a person)."""
-        prev, img = self._previous, frame.image
-        # Every 8th row first: a live frame differs there already (0.03 ms instead of 0.2 ms for 640x480 here).
-        if (prev is not None and prev.shape == img.shape and np.array_equal(prev[::8], img[::8])
-                and np.array_equal(prev, img)):
-            self.stats.repeated_frames += 1
-            if self._frozen_since is None:
-                self._frozen_since = time.monotonic()
-            return True
-        self._previous = img.copy()  # a copy: a source may reuse its buffer
-        self._frozen_since = None
-        return False
-
     def _frozen_error(self) -> SourceError | None:
         """A sensor camera counts as lost once it has repeated one picture for [camera] no_frame_seconds. Not a
         network stream: one of a still scene may decode to identical frames for hours (its repeats still vote
         nothing)."""
-        if self._frozen_since is None or not self.source.sensor:
-            return None
-        seconds = time.monotonic() - self._frozen_since
-        if seconds < self.config.camera.no_frame_seconds:
+        seconds = self._repeats.frozen_for()
+        if not self.source.sensor or seconds < self.config.camera.no_frame_seconds:
             return None
         return SourceTimeoutError(f"{self.source.description}: the same picture for {seconds:.0f} s (frozen)")
 
@@ -406,7 +385,9 @@ class Daemon:
     def step(self, frame: Frame) -> list[AccessDecision]:
         """One frame through recognition, voting, policy, door and event log."""
         # A repeated picture is looked at as an empty one: tracks miss it, nobody is voted for.
-        recs = [] if self._repeated(frame) else self.recognizer.recognize(frame.image)
+        repeat = self._repeats.repeated(frame.image)
+        self.stats.repeated_frames = self._repeats.count
+        recs = [] if repeat else self.recognizer.recognize(frame.image)
         t_seen = time.monotonic()
         self.stats.frames += 1
         self.stats.faces += len(recs)
