@@ -25,7 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_app.enrol import embed_rgb, photo_seed
+from edge_app.enrol import PhotoStatus, embed_rgb, photo_seed, templates_of
 from edge_app.imageio import is_image_path, read_image
 from edge_app.vision.pipeline import Pipeline
 
@@ -189,16 +189,11 @@ def embed_files(pipeline: Pipeline, files: Sequence[Path], probe_files: set[Path
         if f in enrol_files:
             # As `edge-app enroll`: the photo as it is, its seed from its bytes (re-enrolment is reproducible).
             r = embed_rgb(pipeline, rgb, f, n_masked, photo_seed(f.read_bytes()))
-            ok = r.status.value == "ok" and r.embedding is not None
-            if ok and r.face is not None and r.face.masked:
-                # A photo that shows a mask is a masked template, as `edge-app enroll` stores it.
-                plain.append(None)
-                masked_t.append((np.asarray(r.embedding, np.float32),))
-                status.append("ok_masked")
-                continue
-            plain.append(np.asarray(r.embedding, np.float32) if ok else None)
-            masked_t.append(tuple(np.asarray(m, np.float32) for m in r.masked_embeddings) if ok else ())
-            status.append(r.status.value)
+            # Filed as enroll files it: a photo that shows a mask is one masked template and no bare one.
+            bare, masked = templates_of(r) if r.status is PhotoStatus.OK else (None, [])
+            plain.append(None if bare is None else np.asarray(bare, np.float32))
+            masked_t.append(tuple(np.asarray(m, np.float32) for m in masked))
+            status.append("ok_masked" if bare is None and masked else r.status.value)
         else:
             plain.append(None)
             masked_t.append(())

@@ -57,8 +57,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     emb = np.stack(plain + masked)
     flags = [False] * len(plain) + [True] * len(masked)
     with gallery(args) as g:
-        kept = [p for p in g.list_persons() if p.name == args.name.strip() and p.n_templates > p.n_masked]
-        if not plain and (args.replace or not kept):
+        if not plain and (args.replace or not g.has_bare_template(args.name)):
             # The thresholds are calibrated for bare enrolment photos (plus their synthetic masks): a person
             # known only from masked faces is matched outside those stranger rates (docs/accuracy.md).
             say(f"edge-app: error: every usable photo of {args.name!r} shows a mask; enrol at least one photo "

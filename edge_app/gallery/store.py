@@ -532,6 +532,14 @@ class Gallery:
             raise PersonNotFoundError(f"no person named {name.strip()!r} in gallery {self.path}")
         return self._person(row)
 
+    def has_bare_template(self, name: str) -> bool:
+        """Whether the person has a template of a face without a mask (any embedder); False when there is none
+        of that name. Enrolment keeps everybody known by at least one such face (the thresholds are calibrated
+        for bare enrolment photos)."""
+        row = self._db.execute("SELECT 1 FROM templates t JOIN persons p ON p.id = t.person_id "
+                               "WHERE p.name = ? AND t.masked = 0 LIMIT 1", [name.strip()]).fetchone()
+        return row is not None
+
     def list_persons(self) -> list[Person]:
         """All persons, sorted by name."""
         return [self._person(r) for r in self._db.query(self._PERSON_SQL + " ORDER BY p.name")]

@@ -209,13 +209,6 @@ class CommandHandler:
                                         "after this command was already applied; this older command is refused")
         self.order.record(subject, self._issued_at)
 
-    def _has_bare(self, name: str) -> bool:
-        try:
-            p = self.gallery.get_person(name)
-        except KeyError:  # PersonNotFoundError
-            return False
-        return p.n_templates > p.n_masked
-
     def _person(self, args: Any, where: str, photos_allowed: bool) -> PersonSpec:
         if not isinstance(args, Mapping):
             raise _bad(f"{where}: expected an object")
@@ -272,7 +265,8 @@ class CommandHandler:
 
     def _apply(self, spec: PersonSpec) -> None:
         """Inside the caller's transaction."""
-        if spec.has_templates and not spec.plain and (spec.replace_templates or not self._has_bare(spec.name)):
+        if spec.has_templates and not spec.plain and (spec.replace_templates
+                                                       or not self.gallery.has_bare_template(spec.name)):
             # Known only from masked faces, a person is matched outside the calibrated stranger rates (the
             # thresholds hold for bare enrolment photos plus their synthetic masks: docs/accuracy.md).
             raise CommandError("bad_photo", f"{spec.name}: no face without a mask among the photos or templates, and "

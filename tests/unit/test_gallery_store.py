@@ -532,3 +532,13 @@ def test_open_for_kiosk_does_not_hide_other_errors(tmp_path: Path) -> None:
     bad.write_bytes(b"not sqlite at all" * 100)
     with pytest.raises(GalleryError, match="g.db"):
         open_for_kiosk(bad)
+
+
+def test_has_bare_template_counts_only_faces_without_a_mask(tmp_path: Path, rng: np.random.Generator) -> None:
+    with Gallery(tmp_path / "g.db") as g:
+        g.add_person("Ann")
+        assert not g.has_bare_template("Ann") and not g.has_bare_template("Nobody")
+        g.add_templates("Ann", rng.normal(size=(2, 8)), model_sha=SHA_A, masked=True)
+        assert not g.has_bare_template(" Ann ")
+        g.add_templates("Ann", rng.normal(size=(1, 8)), model_sha=SHA_B, masked=False)  # any embedder counts
+        assert g.has_bare_template(" Ann ")
