@@ -55,6 +55,7 @@ def build_control(cfg: Config, gallery: Gallery, ms: ModelSet, pipe: Pipeline, d
                   stop: threading.Event) -> tuple[MqttLink, ControlPlane]:
     """The MQTT link and the control plane of `[mqtt]`; errors name the key that is wrong."""
     from edge_app.mqtt.commands import CommandHandler
+    from edge_app.mqtt.discovery import discovery_messages
     from edge_app.mqtt.security import CommandVerifier, load_public_key
 
     m = cfg.mqtt
@@ -93,13 +94,10 @@ def build_control(cfg: Config, gallery: Gallery, ms: ModelSet, pipe: Pipeline, d
         if control_ref:
             control_ref[0].on_command(topic, payload)
 
-    discovery: tuple[tuple[str, bytes], ...] = ()
-    if m.ha_discovery:
-        from edge_app.mqtt.discovery import discovery_messages
-
-        discovery = tuple(discovery_messages(m.prefix, device_id, ha_prefix=m.ha_prefix,
-                                             remote_unlock=m.ha_remote_unlock and m.allow_remote_unlock,
-                                             has_contact=cfg.door.contact_pin is not None))
+    # Sent with discovery off too: it retracts what an earlier run with discovery on left retained.
+    discovery = tuple(discovery_messages(m.prefix, device_id, ha_prefix=m.ha_prefix, enabled=m.ha_discovery,
+                                         remote_unlock=m.ha_remote_unlock and m.allow_remote_unlock,
+                                         has_contact=cfg.door.contact_pin is not None))
     link = MqttLink(settings, gallery.path, on_command=on_command, stop=stop,
                     extra_topics=(ha_topic,) if ha_topic else (), retained_on_connect=discovery)
     ha_limit = RateLimit(m.ha_unlock_per_minute, 60.0, min_gap_s=cfg.door.pulse_seconds)

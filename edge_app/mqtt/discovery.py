@@ -5,6 +5,10 @@ the device's retained state topic and is available while the status topic says "
 Remote unlock from Home Assistant is off unless the config enables it: HA cannot sign commands,
 so its unlock button relies on the broker's ACLs alone. Without it the door is a read-only
 binary sensor (device class "lock").
+
+Every entity the kiosk does not offer (any, with discovery off) gets an empty retained payload,
+which makes Home Assistant remove it: a config retained by an earlier run would otherwise keep,
+say, a dead unlock button after remote unlock was turned off.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from typing import Any
 from edge_app import __version__
 
 
-def discovery_messages(prefix: str, device_id: str, *, ha_prefix: str = "homeassistant",
+def discovery_messages(prefix: str, device_id: str, *, ha_prefix: str = "homeassistant", enabled: bool = True,
                        remote_unlock: bool = False, has_contact: bool = False) -> list[tuple[str, bytes]]:
-    """(topic, retained payload) pairs to publish after every connect."""
+    """(topic, retained payload) pairs to publish after every connect; b"" retracts an entity."""
     base = f"{prefix}/{device_id}"
     device = {"identifiers": [f"edge-app-{device_id}"], "name": f"Door kiosk {device_id}",
               "manufacturer": "edge-app", "model": "masked-face door kiosk", "sw_version": __version__}
@@ -43,4 +47,8 @@ def discovery_messages(prefix: str, device_id: str, *, ha_prefix: str = "homeass
         **common, "name": "Last access", "unique_id": f"{device_id}-last-access", "icon": "mdi:account-key",
         "value_template": "{{ value_json.last_access.summary if value_json.last_access else 'none' }}",
         "json_attributes_topic": f"{base}/state", "json_attributes_template": "{{ value_json.last_access | tojson }}"}))
-    return [(topic, json.dumps(payload, sort_keys=True).encode()) for topic, payload in out]
+    offered = {topic: json.dumps(payload, sort_keys=True).encode() for topic, payload in out} if enabled else {}
+    every = tuple(f"{ha_prefix}/{entity}/{device_id}/{name}/config" for entity, name in (
+        ("lock", "door"), ("binary_sensor", "door"), ("binary_sensor", "contact"), ("sensor", "last_access")))
+    assert set(offered) <= set(every)
+    return [(topic, offered.get(topic, b"")) for topic in every]

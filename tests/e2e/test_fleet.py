@@ -188,6 +188,9 @@ def test_admin_manages_the_kiosk_and_bad_commands_change_nothing(kiosk, faces_de
     assert state["door"] in ("locked", "unlocked") and state["camera"] == "ok"
     lock = listener.wait(lambda m: m[0] == f"homeassistant/lock/{DEVICE}/door/config")
     assert lock and json.loads(lock[-1][1])["command_topic"] == f"edge-app/{DEVICE}/ha/unlock"
+    # The read-only door sensor is the other way to show the door: retracted, or HA would show both.
+    sensor = listener.wait(lambda m: m[0] == f"homeassistant/binary_sensor/{DEVICE}/door/config")
+    assert sensor and sensor[-1][1] == b""
     kiosk["proc"].send_signal(signal.SIGTERM)
     assert kiosk["proc"].wait(timeout=30) == 0
     assert listener.wait(lambda m: m[0] == f"edge-app/{DEVICE}/status" and m[1] == b"offline")

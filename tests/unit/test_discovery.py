@@ -8,7 +8,8 @@ from edge_app.mqtt.discovery import discovery_messages
 
 
 def decode(msgs):  # type: ignore[no-untyped-def]
-    return {topic: json.loads(payload) for topic, payload in msgs}
+    """The offered entities (an empty payload retracts one)."""
+    return {topic: json.loads(payload) for topic, payload in msgs if payload}
 
 
 def test_read_only_by_default():
@@ -28,3 +29,20 @@ def test_unlock_and_contact_when_configured():
     assert lock["command_topic"] == "site/back/ha/unlock" and lock["payload_unlock"] == "UNLOCK"
     assert msgs["ha/binary_sensor/back/contact/config"]["device_class"] == "door"
     assert len({c["unique_id"] for c in msgs.values()}) == 3
+
+
+def test_entities_not_offered_are_retracted():
+    """Home Assistant removes an entity whose retained config is replaced by an empty payload: a config left by an
+    earlier run (an unlock button after remote unlock was turned off) must not outlive the setting."""
+    every = {"homeassistant/lock/front/door/config", "homeassistant/binary_sensor/front/door/config",
+             "homeassistant/binary_sensor/front/contact/config", "homeassistant/sensor/front/last_access/config"}
+    read_only = dict(discovery_messages("edge-app", "front"))
+    assert set(read_only) == every
+    assert read_only["homeassistant/lock/front/door/config"] == b""
+    assert read_only["homeassistant/binary_sensor/front/contact/config"] == b""
+    assert read_only["homeassistant/binary_sensor/front/door/config"] != b""
+    unlocking = dict(discovery_messages("edge-app", "front", remote_unlock=True, has_contact=True))
+    assert unlocking["homeassistant/binary_sensor/front/door/config"] == b""
+    assert all(unlocking[t] for t in every - {"homeassistant/binary_sensor/front/door/config"})
+    off = dict(discovery_messages("edge-app", "front", enabled=False, remote_unlock=True, has_contact=True))
+    assert set(off) == every and set(off.values()) == {b""}
