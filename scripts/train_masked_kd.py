@@ -33,6 +33,7 @@ from scripts.modelbuild.sface import fetch_onnx
 
 log = logging.getLogger("train_masked_kd")
 SEED = 11
+NCE_SAME = 0.4
 
 
 def set_seed(seed: int) -> None:
@@ -42,16 +43,17 @@ def set_seed(seed: int) -> None:
     torch.set_num_threads(2)
 
 
-def prepare(work: Path, ms: ModelSet, extra: list[Path], variants: int) -> tuple[data.ChipData, realdev.DevChips]:
+def prepare(work: Path, ms: ModelSet, extra: list[Path], variants: int,
+            black_border: bool = False) -> tuple[data.ChipData, realdev.DevChips]:
     pipe = ms.pipeline(mask=False)
     chips_path = work / f"chips_v{variants}.npz"
     if not chips_path.exists():
         files = data.training_files(DATA_ROOT, extra)
         log.info("%d training photos", len(files))
         data.make_chips(pipe, files, variants, SEED).save(chips_path)
-    dev_path = work / "dev.npz"
+    dev_path = work / ("dev_black.npz" if black_border else "dev.npz")
     if not dev_path.exists():
-        d = realdev.dev_chips(pipe, DATA_ROOT / "real-masked-dev")
+        d = realdev.dev_chips(pipe, DATA_ROOT / "real-masked-dev", black_border)
         np.savez(dev_path, names=d.names, chips=d.chips, pid=d.pid, masked=d.masked, index=d.index,
                  missed=json.dumps(d.missed), files=d.files)
     z = np.load(dev_path)
@@ -92,12 +94,23 @@ def train(t_model: Any, chips: data.ChipData, tgt: tuple[np.ndarray, np.ndarray]
         for b in range(0, len(order) - args.batch + 1, args.batch):
             sel = order[b:b + args.batch]
             x = chips.student[sel].copy()
+            if args.tight > 0:
+                tighten(x, rng, args.tight)
             flip = rng.random(len(sel)) < 0.5
             x[flip] = x[flip][:, :, ::-1]
             photo = torch.from_numpy(chips.photo[sel])
             target = torch.where(torch.from_numpy(flip)[:, None], t_flip[photo], t_plain[photo])
             out = torch.nn.functional.normalize(student(teacher.to_tensor(x)), dim=1)
             loss = (1 - (out * target).sum(1)).mean()
+            if args.nce > 0:
+                # Identification against every training face, not closeness alone: the student's masked
+                # embedding must be nearer its own bare target than any other face's. Targets the teacher
+                # finds alike (cosine > NCE_SAME: the same face mirrored, likely the same person) are
+                # left out of the negatives: the photos carry no identity labels.
+                pos = (out * target).sum(1) / args.nce_temperature
+                neg = out @ t_plain.T / args.nce_temperature
+                neg = neg.masked_fill(target @ t_plain.T > NCE_SAME, float("-inf"))
+                loss = loss + args.nce * (torch.logsumexp(torch.cat([pos[:, None], neg], 1), 1) - pos).mean()
             if args.keep > 0:
                 # The student's clean bare chips held at the teacher's embedding: it must not drift from the
                 # space the bare templates live in.
@@ -108,6 +121,13 @@ def train(t_model: Any, chips: data.ChipData, tgt: tuple[np.ndarray, np.ndarray]
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
+            if args.validate_every and len(losses) % args.validate_every == 0:
+                # The trajectory within an epoch: with tens of thousands of chips an epoch is long.
+                history.append({"epoch": epoch, "batches": len(losses), "loss": round(float(np.mean(
+                    losses[-args.validate_every:])), 4), "minutes": round((time.monotonic() - t0) / 60, 1),
+                    **validate(t_model, student, dev)})
+                log.info("%s", history[-1])
+                torch.save(student.state_dict(), args.work / f"{args.tag}_e{epoch}_b{len(losses)}.pt")
             if time.monotonic() - t0 > args.minutes * 60:
                 break
         figures = validate(t_model, student, dev)
@@ -118,6 +138,19 @@ def train(t_model: Any, chips: data.ChipData, tgt: tuple[np.ndarray, np.ndarray]
             log.info("time budget of %s min reached", args.minutes)
             break
     return student, history
+
+
+def tighten(x: np.ndarray, rng: np.random.Generator, p: float) -> None:
+    """In place, each chip with probability p: black beyond a random box, as the kiosk's chip of a tight face
+    crop (the judged photos are 160 px crops ending at the cheeks; the warp fills the rest with black)."""
+    s = x.shape[1]
+    for i in np.flatnonzero(rng.random(len(x)) < p):
+        left, right = rng.integers(0, int(0.22 * s)), rng.integers(int(0.78 * s), s + 1)
+        top, bottom = rng.integers(0, int(0.09 * s)), rng.integers(int(0.82 * s), s + 1)
+        x[i, :top] = 0
+        x[i, bottom:] = 0
+        x[i, :, :left] = 0
+        x[i, :, right:] = 0
 
 
 def validate(t_model: Any, student: Any, dev: realdev.DevChips) -> dict[str, Any]:
@@ -146,6 +179,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="weight of a loss holding the student's clean bare chips at the teacher's embedding")
     ap.add_argument("--head-rows", type=int, nargs="*", default=[],
                     help="with --baseline: also the teacher with its spatial FC restricted to the top R of 7 rows")
+    ap.add_argument("--nce", type=float, default=0.0,
+                    help="weight of a contrastive loss: the student's masked chip against every face's bare target")
+    ap.add_argument("--nce-temperature", type=float, default=0.05)
+    ap.add_argument("--tight", type=float, default=0.0, metavar="P",
+                    help="share of student chips given black beyond a random box (a tight crop's chip)")
+    ap.add_argument("--dev-black", action="store_true",
+                    help="real-masked-dev chips with black beyond the crop, as the kiosk cuts them")
+    ap.add_argument("--validate-every", type=int, default=0, metavar="B",
+                    help="also check on real-masked-dev (and save the student) every B batches")
     ap.add_argument("--tag", default="student")
     ap.add_argument("--export", type=Path, help="write face_embedder_masked.tflite + manifest entry here")
     ap.add_argument("--baseline", action="store_true", help="only report the teacher on real-masked-dev")
@@ -166,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         fetch_onnx(args.work)
     t_model = teacher.load(onnx_path)
     ms = ModelSet()
-    chips, dev = prepare(args.work, ms, args.extra, args.variants)
+    chips, dev = prepare(args.work, ms, args.extra, args.variants, args.dev_black)
     log.info("teacher vs onnxruntime, lowest cosine on 16 chips: %.6f",
              teacher.check_against_onnxruntime(t_model, onnx_path, chips.plain[:16]))
     log.info("%d photos, %d student chips (%d masked); real-masked-dev missed %s", len(chips.plain),

@@ -38,10 +38,10 @@ FRAME = 320
 N_PROBE_UNMASKED_FROM = 3  # unmasked photos from this index on are probes
 
 
-def framed(rgb: np.ndarray, size: int = FRAME) -> np.ndarray:
+def framed(rgb: np.ndarray, size: int = FRAME, border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
     h, w = rgb.shape[:2]
     top, left = max(0, (size - h) // 2), max(0, (size - w) // 2)
-    return cv2.copyMakeBorder(rgb, top, max(0, size - h - top), left, max(0, size - w - left), cv2.BORDER_REPLICATE)
+    return cv2.copyMakeBorder(rgb, top, max(0, size - h - top), left, max(0, size - w - left), border)
 
 
 @dataclass
@@ -55,7 +55,9 @@ class DevChips:
     files: list[str]
 
 
-def dev_chips(pipeline: Pipeline, root: Path) -> DevChips:
+def dev_chips(pipeline: Pipeline, root: Path, black_border: bool = False) -> DevChips:
+    """black_border: the chip cut from the crop with black beyond its edges, as the kiosk's pipeline cuts a
+    tight crop (the detection is the same: on the replicate-padded frame)."""
     names = sorted(p.name for p in root.iterdir() if p.is_dir())
     chips, pid, masked, index, files = [], [], [], [], []
     missed = {"masked": 0, "unmasked": 0}
@@ -68,7 +70,8 @@ def dev_chips(pipeline: Pipeline, root: Path) -> DevChips:
                     missed[kind] += 1
                     continue
                 det = max(found, key=lambda d: d.width * d.height)
-                chips.append(align(framed(rgb), det.keypoints, pipeline.geometry, eyes_only=kind == "masked"))
+                src = framed(rgb, border=cv2.BORDER_CONSTANT) if black_border else framed(rgb)
+                chips.append(align(src, det.keypoints, pipeline.geometry, eyes_only=kind == "masked"))
                 pid.append(p)
                 masked.append(kind == "masked")
                 index.append(i)
