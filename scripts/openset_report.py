@@ -116,7 +116,29 @@ def probes_of(people: Sequence[Person], enrolled: Sequence[Person], gallery: Gal
                   FrameSet(fs.found[idx], fs.masked[idx], fs.quality[idx], fs.emb[idx]))
 
 
-def _best_per_person(e: np.ndarray, t: np.ndarray, tpid: np.ndarray, n_persons: int) -> np.ndarray:
+@dataclass
+class Cohort:
+    """Background faces for template-side score normalisation (t-norm, an experiment: --tnorm): the cosines of
+    a template with the ``top`` most alike cohort faces give its own impostor mean and spread. ``plain`` meets
+    templates when the probe is bare, ``masked`` (synthetic-masked faces) when it is masked."""
+
+    plain: np.ndarray
+    masked: np.ndarray
+    top: int = 300
+    masked_only: bool = False  # bare probes keep raw cosines
+
+
+def _tnorm(scores: np.ndarray, rows: np.ndarray, cohort: np.ndarray, top: int) -> np.ndarray:
+    """Each column's cosines as z-scores against that template's cohort, put back on the cosine scale (mean
+    and spread of all the templates' cohorts) so that thresholds keep their meaning and the calibration grid."""
+    c = _unit(rows) @ _unit(cohort).T
+    c = -np.sort(-c, axis=1)[:, :top]
+    mu, sd = c.mean(1), c.std(1) + 1e-6
+    return np.asarray(mu.mean() + sd.mean() * (scores - mu[None]) / sd[None], np.float32)
+
+
+def _best_per_person(e: np.ndarray, t: np.ndarray, tpid: np.ndarray, n_persons: int,
+                     cohort: np.ndarray | None = None, top: int = 300) -> np.ndarray:
     """Each person's score as the kiosk's Matcher gives it (best and mean template fused)."""
     out = np.full((e.shape[0], n_persons), -1.0, np.float32)
     if t.shape[0]:
@@ -125,7 +147,11 @@ def _best_per_person(e: np.ndarray, t: np.ndarray, tpid: np.ndarray, n_persons: 
         rows = _unit(t[order]).astype(np.float32)
         starts = np.flatnonzero(np.r_[True, pid[1:] != pid[:-1]])
         u = _unit(e).astype(np.float32)
-        out[:, pid[starts]] = fuse(np.maximum.reduceat(u @ rows.T, starts, axis=1), u @ centroids(rows, starts).T)
+        cent = centroids(rows, starts)
+        s_rows, s_cent = u @ rows.T, u @ cent.T
+        if cohort is not None:
+            s_rows, s_cent = _tnorm(s_rows, rows, cohort, top), _tnorm(s_cent, cent, cohort, top)
+        out[:, pid[starts]] = fuse(np.maximum.reduceat(s_rows, starts, axis=1), s_cent)
     return out
 
 
@@ -143,16 +169,20 @@ class Scored:
     real_mask: np.ndarray  # (n,)
 
 
-def score(g: Gallery, pr: Probes, masked_gallery: str) -> Scored:
+def score(g: Gallery, pr: Probes, masked_gallery: str, cohort: Cohort | None = None) -> Scored:
     n, f, d = pr.frames.emb.shape
     e = pr.frames.emb.reshape(-1, d)
     np_ = len(g.names)
-    plain = _best_per_person(e, g.plain, g.plain_pid, np_)
+    is_masked = pr.frames.masked.reshape(-1, 1)
+    plain = _best_per_person(e, g.plain, g.plain_pid, np_, None if cohort is None or cohort.masked_only
+                             else cohort.plain, 300 if cohort is None else cohort.top)
+    if cohort is not None:
+        plain = np.where(is_masked, _best_per_person(e, g.plain, g.plain_pid, np_, cohort.masked, cohort.top), plain)
     if masked_gallery == "plain+masked" and g.masked.shape[0]:
         # As the Matcher does with use_masked=None: one set of templates per person, bare and masked together.
         both = _best_per_person(e, np.concatenate([g.plain, g.masked]), np.concatenate([g.plain_pid, g.masked_pid]),
-                                np_)
-        best = np.where(pr.frames.masked.reshape(-1, 1), both, plain)
+                                np_, None if cohort is None else cohort.masked, 300 if cohort is None else cohort.top)
+        best = np.where(is_masked, both, plain)
     else:
         best = plain
     order = np.argsort(-best, axis=1)

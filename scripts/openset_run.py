@@ -38,6 +38,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--enrol-masked", type=int, default=0, metavar="N",
                    help="also enrol each enrolled person's first N masked photos (a site that enrols people with "
                         "their mask on; they are then not probes); the shipped thresholds, not with --calibrate")
+    g.add_argument("--tnorm", type=Path, metavar="COHORT.npz",
+                   help="experiment: template-side score normalisation against a cohort of background faces' "
+                        "embeddings (arrays 'plain' and 'masked', the shipped embedder's); not in the kiosk")
+    g.add_argument("--tnorm-top", type=int, default=300, metavar="N", help="cohort faces most alike a template")
+    g.add_argument("--tnorm-masked-only", action="store_true", help="normalise masked probes' scores only")
     g.add_argument("--masked-gallery", choices=("plain", "plain+masked"), default=None,
                    help="templates masked probes meet (default: the manifest's; with --calibrate it is written)")
 
@@ -93,13 +98,19 @@ def run_openset(args: argparse.Namespace, counts: list[int]) -> tuple[dict[str, 
     emb = openset.embed_files(pipe, files, probe_files, enrol_files, args.masked_templates, cache, model_key,
                               progress)
 
+    cohort = None
+    if args.tnorm is not None:
+        z = np.load(args.tnorm)
+        cohort = rep.Cohort(z["plain"], z["masked"], args.tnorm_top, args.tnorm_masked_only)
+
     def scored_for(salt: int, k: int, how: str, masked_gallery: str) -> rep.Scored:
         filler_names = [str(f) for f in fillers]
         n_enrolled = sum(openset.is_enrolled(p.name, salt) and len(p.unmasked) >= k for p in people)
         usable = [f for f in filler_names if emb.enrolment and emb.enrolment.plain[emb.index[f]] is not None]
         g, enrolled = rep.build_gallery(people, emb, k, salt,
                                         usable[: max(0, args.gallery_size - n_enrolled)], args.enrol_masked)
-        return rep.score(g, rep.probes_of(people, enrolled, g, emb, k, how, args.enrol_masked), masked_gallery)
+        return rep.score(g, rep.probes_of(people, enrolled, g, emb, k, how, args.enrol_masked), masked_gallery,
+                         cohort)
 
     rule = rep.Rule(shipped.plain, shipped.masked, shipped.margin, shipped.masked_margin,
                     args.masked_gallery or shipped.masked_gallery)

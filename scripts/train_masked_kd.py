@@ -188,6 +188,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="real-masked-dev chips with black beyond the crop, as the kiosk cuts them")
     ap.add_argument("--validate-every", type=int, default=0, metavar="B",
                     help="also check on real-masked-dev (and save the student) every B batches")
+    ap.add_argument("--write-cohort", type=Path, metavar="PATH.npz",
+                    help="only write a cohort of background faces' embeddings (for evaluate.py --tnorm)")
+    ap.add_argument("--cohort-size", type=int, default=3000)
     ap.add_argument("--tag", default="student")
     ap.add_argument("--export", type=Path, help="write face_embedder_masked.tflite + manifest entry here")
     ap.add_argument("--baseline", action="store_true", help="only report the teacher on real-masked-dev")
@@ -213,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
              teacher.check_against_onnxruntime(t_model, onnx_path, chips.plain[:16]))
     log.info("%d photos, %d student chips (%d masked); real-masked-dev missed %s", len(chips.plain),
              len(chips.student), int(chips.masked.sum()), dev.missed)
+    if args.write_cohort is not None:
+        write_cohort(args.write_cohort, chips, ms, args.cohort_size, args.extra)
+        return 0
     if args.baseline:
         def embed_t(c: np.ndarray) -> np.ndarray:
             return teacher.embed(t_model, c)
@@ -268,6 +274,24 @@ def synthetic(work: Path, ms: ModelSet) -> realdev.SynChips:
         np.savez(path, chips=s.chips, pid=s.pid, index=s.index)
     z = np.load(path)
     return realdev.SynChips(z["chips"], z["pid"], z["index"])
+
+
+def write_cohort(path: Path, chips: data.ChipData, ms: ModelSet, n: int, extra: list[Path]) -> None:
+    """Background faces for `scripts/evaluate.py --tnorm`: the shipped embedder's embeddings of n random faces of
+    the --extra folders, their bare chips ('plain') and n of their drawn-mask chips ('masked'). Never the other
+    training faces: masks-chandrikadeb7's photos fill the open-set protocol's gallery. Embeddings only."""
+    emb = FaceEmbedder(ms.load("face_embedder", 2))
+    rng = np.random.default_rng(SEED)
+    own = np.flatnonzero(np.isin(chips.sources, [p.name for p in extra]))
+    if not own.size:
+        raise SystemExit("--write-cohort takes its faces from the --extra folders: give them (as for the chips)")
+    pick = rng.choice(own, min(n, own.size), replace=False)
+    masked = np.flatnonzero(chips.masked & np.isin(chips.photo, pick))
+    mpick = rng.choice(masked, min(n, len(masked)), replace=False)
+    np.savez(path, plain=np.array([emb.embed(c) for c in chips.plain[pick]], np.float32),
+             masked=np.array([emb.embed(c) for c in chips.student[mpick]], np.float32),
+             embedder_sha256=ms.embedder_sha)
+    log.info("cohort of %d bare and %d masked faces written to %s", len(pick), len(mpick), path)
 
 
 def sources_digest(chips: data.ChipData) -> dict[str, int]:

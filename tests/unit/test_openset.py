@@ -166,3 +166,32 @@ def test_enrolling_masked_photos_makes_them_masked_templates_and_not_probes() ->
     assert pr.real_mask.tolist() == [False, True, False, True, False, False, True, True]
     g0, _ = rep.build_gallery(people, emb, 1, 0, [])  # without the option: only the bare photo's templates
     assert g0.masked.shape[0] == 2 and rep.probes_of(people, enrolled, g0, emb, 1, "crop").pid.size == 10
+
+
+def test_tnorm_lowers_a_template_that_resembles_everybody() -> None:
+    """`--tnorm`: a template whose cohort cosines are high (a 'hub', e.g. a photo with a white mask) has its
+    scores lowered against a template with low cohort cosines at the same raw cosine; with masked_only, bare
+    probes keep the raw scores."""
+    rng = np.random.default_rng(3)
+    d = 16
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    hub_dir = unit(rng.normal(size=d))
+    cohort = unit(hub_dir + 0.5 * rng.normal(size=(400, d)))  # background faces crowd around the hub
+    plain = np.stack([hub_dir, unit(-hub_dir + 0.1 * rng.normal(size=d))])
+    probe = unit(plain[0] + plain[1])  # the same raw cosine with both templates
+    raw = probe @ plain.T
+    assert raw[0] == pytest.approx(raw[1], abs=0.05)
+    s = rep._tnorm(raw[None].astype(np.float32), plain, cohort, 100)[0]
+    assert s[0] < s[1] - 0.1
+    g = rep.Gallery(["hub", "other"], plain.astype(np.float32), np.array([0, 1]), np.zeros((0, d), np.float32),
+                    np.zeros(0, np.int64))
+    f = openset.FRAMES
+    emb = np.repeat(probe[None, None], f, axis=1).astype(np.float32)
+    for masked_only, expect_raw in ((False, False), (True, True)):
+        frames = openset.FrameSet(np.ones((1, f), bool), np.zeros((1, f), bool), np.ones((1, f), bool), emb)
+        sc = rep.score(g, rep.Probes(np.zeros(1, int), np.zeros(1, bool), frames), "plain",
+                       rep.Cohort(cohort, cohort, 100, masked_only))
+        plain_sc = rep.score(g, rep.Probes(np.zeros(1, int), np.zeros(1, bool), frames), "plain")
+        assert (sc.s1[0, 0] == pytest.approx(plain_sc.s1[0, 0], abs=1e-6)) == expect_raw
+        if not expect_raw:
+            assert g.names[sc.top[0, 0]] == "other"
