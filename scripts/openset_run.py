@@ -58,6 +58,32 @@ def _filler_files(args: argparse.Namespace, n: int) -> list[Path]:
     return files[: int(n * 1.3) + 5]  # some photos get refused at enrolment: keep spares
 
 
+def _cohort(args: argparse.Namespace, embedder_sha: str, dim: int) -> rep.Cohort:
+    """--tnorm's file, checked before any photo is embedded: every refusal names the file and what is wrong."""
+    path = args.tnorm
+    try:
+        z = np.load(path)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("one array, not an .npz archive")
+        with z:
+            arrays = {k: np.asarray(z[k]) for k in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise UsageError(f"--tnorm {path}: not a readable .npz file ({exc})") from None
+    for key in ("plain", "masked"):
+        a = arrays.get(key)
+        if a is None or a.ndim != 2 or a.shape[0] < 1 or a.shape[1] != dim or not np.isfinite(a).all():
+            got = "missing" if a is None else f"shape {a.shape}" + ("" if np.isfinite(a).all() else ", not finite")
+            raise UsageError(f"--tnorm {path}: array {key!r} must be (n, {dim}) finite embeddings, got {got}")
+    sha = str(arrays["embedder_sha256"]) if "embedder_sha256" in arrays else None
+    if sha is not None and sha != embedder_sha:
+        raise UsageError(f"--tnorm {path}: made with embedder {sha[:12]}..., this model set's is "
+                         f"{embedder_sha[:12]}...")
+    if not 1 <= args.tnorm_top <= min(len(arrays["plain"]), len(arrays["masked"])):
+        raise UsageError(f"--tnorm-top must be in 1..{min(len(arrays['plain']), len(arrays['masked']))} "
+                         f"(the cohort's size), got {args.tnorm_top}")
+    return rep.Cohort(arrays["plain"], arrays["masked"], args.tnorm_top, args.tnorm_masked_only)
+
+
 def run_openset(args: argparse.Namespace, counts: list[int]) -> tuple[dict[str, Any], str]:
     from tqdm import tqdm
 
@@ -79,6 +105,7 @@ def run_openset(args: argparse.Namespace, counts: list[int]) -> tuple[dict[str, 
     ms = ModelSet(args.models, embedder=args.embedder)
     pipe = ms.pipeline(detector=args.detector, num_threads=args.threads)
     shipped = ms.thresholds()
+    cohort = None if args.tnorm is None else _cohort(args, ms.embedder_sha, pipe.embedder.dim)
     files = [f for p in people for f in p.unmasked + p.masked] + fillers
     probe_files = {f for p in people for f in p.unmasked + p.masked}
     enrol_files = {f for p in people for f in p.unmasked[: max(counts)] + p.masked[: args.enrol_masked]}
@@ -97,11 +124,6 @@ def run_openset(args: argparse.Namespace, counts: list[int]) -> tuple[dict[str, 
                           args.detector, *(hashlib.sha256(p.read_bytes()).hexdigest() for p in vision)])
     emb = openset.embed_files(pipe, files, probe_files, enrol_files, args.masked_templates, cache, model_key,
                               progress)
-
-    cohort = None
-    if args.tnorm is not None:
-        z = np.load(args.tnorm)
-        cohort = rep.Cohort(z["plain"], z["masked"], args.tnorm_top, args.tnorm_masked_only)
 
     def scored_for(salt: int, k: int, how: str, masked_gallery: str) -> rep.Scored:
         filler_names = [str(f) for f in fillers]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from edge_app.models import ModelSet, default_models_dir
@@ -74,3 +75,40 @@ def test_enrol_masked_is_refused_for_calibration_and_out_of_range(people, capsys
     assert "--enrol-masked must be in 0..10 and is not for --calibrate" in capsys.readouterr().err
     assert evaluate.main(["--openset", str(people), "--enrol-masked", "11", "--no-progress"]) == 2
     assert "--enrol-masked" in capsys.readouterr().err
+
+
+def test_tnorm_cohort_file_is_checked_before_any_photo_is_embedded(people, tmp_path, capsys):
+    """--tnorm: a wrong cohort file is refused with its name and the fault, exit 2, and nothing embedded."""
+    ms = ModelSet()
+    dim = ms.pipeline(mask=False).embedder.dim
+    cache = tmp_path / "cache"
+    good = np.zeros((4, dim), np.float32)
+    good[:, 0] = 1
+    cases = {
+        "garbage.npz": None,
+        "single.npy": "npy",
+        "no_masked.npz": {"plain": good},
+        "wrong_dim.npz": {"plain": good, "masked": np.ones((4, dim + 1), np.float32)},
+        "nan.npz": {"plain": good, "masked": np.full((4, dim), np.nan, np.float32)},
+        "other_embedder.npz": {"plain": good, "masked": good, "embedder_sha256": np.array("f" * 64)},
+    }
+    expect = {"garbage.npz": "not a readable .npz file", "single.npy": "not an .npz archive",
+              "no_masked.npz": "array 'masked'",
+              "wrong_dim.npz": f"array 'masked' must be (n, {dim})", "nan.npz": "not finite",
+              "other_embedder.npz": "made with embedder ffffffffffff"}
+    for name, arrays in cases.items():
+        path = tmp_path / name
+        if arrays is None:
+            path.write_bytes(b"not an npz")
+        elif arrays == "npy":
+            np.save(path, good)
+        else:
+            np.savez(path, **arrays)
+        code = evaluate.main(["--openset", str(people), "--tnorm", str(path), "--cache", str(cache), "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and str(path) in err and expect[name] in err, (name, err)
+    np.savez(tmp_path / "ok.npz", plain=good, masked=good, embedder_sha256=np.array(ms.embedder_sha))
+    code = evaluate.main(["--openset", str(people), "--tnorm", str(tmp_path / "ok.npz"), "--tnorm-top", "5",
+                          "--cache", str(cache), "--no-progress"])
+    assert code == 2 and "--tnorm-top must be in 1..4" in capsys.readouterr().err
+    assert not cache.exists() or not list(cache.glob("openset-*.npz"))
