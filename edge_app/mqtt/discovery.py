@@ -18,6 +18,9 @@ from typing import Any
 
 from edge_app import __version__
 
+# Every entity the kiosk may announce, (component, object id): the ones not offered are retracted.
+ENTITIES = (("lock", "door"), ("binary_sensor", "door"), ("binary_sensor", "contact"), ("sensor", "last_access"))
+
 
 def discovery_messages(prefix: str, device_id: str, *, ha_prefix: str = "homeassistant", enabled: bool = True,
                        remote_unlock: bool = False, has_contact: bool = False) -> list[tuple[str, bytes]]:
@@ -27,28 +30,27 @@ def discovery_messages(prefix: str, device_id: str, *, ha_prefix: str = "homeass
               "manufacturer": "edge-app", "model": "masked-face door kiosk", "sw_version": __version__}
     common: dict[str, Any] = {"availability_topic": f"{base}/status", "payload_available": "online",
                               "payload_not_available": "offline", "device": device, "state_topic": f"{base}/state"}
-    out: list[tuple[str, dict[str, Any]]] = []
+    out: dict[tuple[str, str], dict[str, Any]] = {}
     if remote_unlock:
-        out.append((f"{ha_prefix}/lock/{device_id}/door/config", {
+        out["lock", "door"] = {
             **common, "name": "Door", "unique_id": f"{device_id}-door",
             "value_template": "{{ value_json.door }}", "state_locked": "locked", "state_unlocked": "unlocked",
             "command_topic": f"{base}/ha/unlock", "payload_unlock": "UNLOCK", "payload_lock": "LOCK",
-            "optimistic": False}))
+            "optimistic": False}
     else:
-        out.append((f"{ha_prefix}/binary_sensor/{device_id}/door/config", {
+        out["binary_sensor", "door"] = {
             **common, "name": "Door lock", "unique_id": f"{device_id}-door", "device_class": "lock",
             # HA's lock device class: ON means unlocked.
-            "value_template": "{{ 'ON' if value_json.door == 'unlocked' else 'OFF' }}"}))
+            "value_template": "{{ 'ON' if value_json.door == 'unlocked' else 'OFF' }}"}
     if has_contact:
-        out.append((f"{ha_prefix}/binary_sensor/{device_id}/contact/config", {
+        out["binary_sensor", "contact"] = {
             **common, "name": "Door contact", "unique_id": f"{device_id}-contact", "device_class": "door",
-            "value_template": "{{ 'ON' if value_json.door_open else 'OFF' }}"}))
-    out.append((f"{ha_prefix}/sensor/{device_id}/last_access/config", {
+            "value_template": "{{ 'ON' if value_json.door_open else 'OFF' }}"}
+    out["sensor", "last_access"] = {
         **common, "name": "Last access", "unique_id": f"{device_id}-last-access", "icon": "mdi:account-key",
         "value_template": "{{ value_json.last_access.summary if value_json.last_access else 'none' }}",
-        "json_attributes_topic": f"{base}/state", "json_attributes_template": "{{ value_json.last_access | tojson }}"}))
-    offered = {topic: json.dumps(payload, sort_keys=True).encode() for topic, payload in out} if enabled else {}
-    every = tuple(f"{ha_prefix}/{entity}/{device_id}/{name}/config" for entity, name in (
-        ("lock", "door"), ("binary_sensor", "door"), ("binary_sensor", "contact"), ("sensor", "last_access")))
-    assert set(offered) <= set(every)
-    return [(topic, offered.get(topic, b"")) for topic in every]
+        "json_attributes_topic": f"{base}/state", "json_attributes_template": "{{ value_json.last_access | tojson }}"}
+    assert out.keys() <= set(ENTITIES)
+    return [(f"{ha_prefix}/{component}/{device_id}/{obj}/config",
+             json.dumps(out[component, obj], sort_keys=True).encode() if enabled and (component, obj) in out else b"")
+            for component, obj in ENTITIES]
