@@ -174,14 +174,21 @@ def score(g: Gallery, pr: Probes, masked_gallery: str, cohort: Cohort | None = N
     e = pr.frames.emb.reshape(-1, d)
     np_ = len(g.names)
     is_masked = pr.frames.masked.reshape(-1, 1)
-    plain = _best_per_person(e, g.plain, g.plain_pid, np_, None if cohort is None or cohort.masked_only
-                             else cohort.plain, 300 if cohort is None else cohort.top)
-    if cohort is not None:
-        plain = np.where(is_masked, _best_per_person(e, g.plain, g.plain_pid, np_, cohort.masked, cohort.top), plain)
+    # --tnorm: bare probes meet templates normalised against bare background faces, masked ones against masked.
+    bare_bank = None if cohort is None or cohort.masked_only else cohort.plain
+    masked_bank = None if cohort is None else cohort.masked
+    top = 0 if cohort is None else cohort.top
+
+    def per_person(t: np.ndarray, tpid: np.ndarray, bank: np.ndarray | None) -> np.ndarray:
+        return _best_per_person(e, t, tpid, np_, bank, top)
+
+    plain = per_person(g.plain, g.plain_pid, bare_bank)
+    if masked_bank is not None:
+        plain = np.where(is_masked, per_person(g.plain, g.plain_pid, masked_bank), plain)
     if masked_gallery == "plain+masked" and g.masked.shape[0]:
         # As the Matcher does with use_masked=None: one set of templates per person, bare and masked together.
-        both = _best_per_person(e, np.concatenate([g.plain, g.masked]), np.concatenate([g.plain_pid, g.masked_pid]),
-                                np_, None if cohort is None else cohort.masked, 300 if cohort is None else cohort.top)
+        both = per_person(np.concatenate([g.plain, g.masked]), np.concatenate([g.plain_pid, g.masked_pid]),
+                          masked_bank)
         best = np.where(is_masked, both, plain)
     else:
         best = plain

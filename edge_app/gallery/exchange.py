@@ -180,8 +180,8 @@ def check_embedder(doc: GalleryFile, model_sha: str, dim: int | None = None) -> 
             f"{doc.origin}: templates of {n} person(s) were made by another embedder "
             f"({', '.join(s[:12] + '…' for s in foreign)}); this edge-app uses {model_sha[:12]}…. "
             "Import it where the same models are installed, or re-enrol from photos; nothing imported")
-    wrong = sorted({p.embeddings.shape[1] for p in doc.persons if p.embeddings.size} - ({dim} if dim else set()))
-    if dim and wrong:
+    wrong = sorted({p.embeddings.shape[1] for p in doc.persons if p.embeddings.size} - {dim}) if dim else []
+    if wrong:
         # Loaded, such templates would make every probe fail: nobody recognised, the door shut for everyone.
         raise TemplateModelMismatch(f"{doc.origin}: templates of {wrong} values, the embedder {model_sha[:12]}… "
                                     f"gives {dim}; nothing imported")

@@ -65,12 +65,13 @@ def dev_chips(pipeline: Pipeline, root: Path, black_border: bool = False) -> Dev
         for kind in ("unmasked", "masked"):
             for i, f in enumerate(image_files(root / name / kind)):
                 rgb = read_rgb(f)
-                found = pipeline.detector.detect(framed(rgb)) if rgb is not None else []
-                if not found:
+                frame = framed(rgb) if rgb is not None else None
+                found = pipeline.detector.detect(frame) if frame is not None else []
+                if rgb is None or not found:
                     missed[kind] += 1
                     continue
                 det = max(found, key=lambda d: d.width * d.height)
-                src = framed(rgb, border=cv2.BORDER_CONSTANT) if black_border else framed(rgb)
+                src = framed(rgb, border=cv2.BORDER_CONSTANT) if black_border else frame
                 chips.append(align(src, det.keypoints, pipeline.geometry, eyes_only=kind == "masked"))
                 pid.append(p)
                 masked.append(kind == "masked")
