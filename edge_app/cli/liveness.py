@@ -33,6 +33,7 @@ def cmd_liveness_check(args: argparse.Namespace) -> int:
         say(f"watching {source.description}: show your face, then printed photos and phone screens "
             "(Ctrl-C to stop)")
     scores: list[float] = []
+    largest: list[bool] = []  # live or not, the largest face of each frame of a video or camera
     n_frames = 0
     try:
         with source:
@@ -43,11 +44,13 @@ def cmd_liveness_check(args: argparse.Namespace) -> int:
                 where = frame.origin + ("" if still else f"#{frame.index}")
                 if not faces and still:
                     print(f"{where}\tno face", flush=True)
-                for det in faces:
+                for i, det in enumerate(faces):
                     each = checker.scores(frame.image, det.box)
                     p = sum(each) / len(each)
                     scores.append(p)
                     live = p >= threshold
+                    if i == 0 and not still:
+                        largest.append(live)
                     if args.json:
                         emit_json({"origin": frame.origin, "frame": frame.index, "box": [round(v, 1) for v in det.box],
                                    "live": live, "probability": round(p, 4), "threshold": threshold,
@@ -68,4 +71,17 @@ def cmd_liveness_check(args: argparse.Namespace) -> int:
             f"p(live) min {min(scores):.2f}, median {statistics.median(scores):.2f}, max {max(scores):.2f}")
     else:
         say(f"{n_frames} frame(s), no face")
+    if largest:
+        say(door_windows(largest, cfg.access.window, cfg.liveness.votes))
     return EXIT_PARTIAL if errors else EXIT_OK
+
+
+def door_windows(live: list[bool], window: int, votes: int) -> str:
+    """How the door would judge these frames: consecutive windows of ``window`` frames of the largest face,
+    live when ``votes`` of them are (a person standing at the door should pass every window, a photo none)."""
+    wins = [live[i:i + window] for i in range(0, len(live) - window + 1, window)]
+    if not wins:
+        return f"fewer than {window} frames with a face: no door window to judge"
+    n = sum(sum(w) >= votes for w in wins)
+    return (f"door windows ({votes} live frames of {window}, the largest face): {n} of {len(wins)} live, "
+            f"{len(wins) - n} refused as spoof")

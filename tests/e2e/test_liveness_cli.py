@@ -69,3 +69,31 @@ def test_liveness_check_bad_source_and_threshold_are_named(tmp_path, capsys):  #
     with pytest.raises(SystemExit):
         main(["liveness-check", "--threshold", "1.5"])
     assert "a probability in (0, 1), got 1.5" in capsys.readouterr().err
+
+
+def _video(path, image, n):  # type: ignore[no-untyped-def]
+    import cv2
+
+    bgr = cv2.imread(str(image))
+    h, w = bgr.shape[:2]
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w - w % 2, h - h % 2))
+    for _ in range(n):
+        out.write(bgr[: h - h % 2, : w - w % 2])
+    out.release()
+    return path
+
+
+def test_liveness_check_judges_a_video_in_door_windows(tmp_path, capsys):  # type: ignore[no-untyped-def]
+    # The real capture passes every 5-frame window of the door's vote, the replayed photo none; a partial
+    # window at the end is not judged.
+    live = _video(tmp_path / "live.avi", SAMPLES / "image_T1.jpg", 12)
+    code, out, err = run(capsys, "liveness-check", "--source", str(live))
+    assert code == EXIT_OK and out.count("\tlive=yes(") == 12
+    assert "door windows (3 live frames of 5, the largest face): 2 of 2 live, 0 refused as spoof" in err
+    spoof = _video(tmp_path / "spoof.avi", SAMPLES / "image_F1.jpg", 10)
+    _, _, err = run(capsys, "liveness-check", "--source", str(spoof))
+    assert "door windows (3 live frames of 5, the largest face): 0 of 2 live, 2 refused as spoof" in err
+    _, _, err = run(capsys, "liveness-check", "--source", str(live), "--max-frames", "4")
+    assert "fewer than 5 frames with a face: no door window to judge" in err
+    _, _, err = run(capsys, "liveness-check", "--source", str(SAMPLES))  # photos of a folder: no windows
+    assert "door windows" not in err and "no door window" not in err
