@@ -11,24 +11,23 @@ import argparse
 import statistics
 
 from edge_app.cli import EXIT_OK, EXIT_PARTIAL
-from edge_app.cli.common import emit_json, models, progress, say, settings
+from edge_app.cli.common import emit_json, models, pipeline, progress, say, settings
 from edge_app.cli.recognize import frames
 from edge_app.hardware.camera import ImageSource, open_source
-from edge_app.models import DETECTOR_KINDS, LIVENESS
-from edge_app.vision.detector import FaceDetector
+from edge_app.models import LIVENESS
 
 
 def cmd_liveness_check(args: argparse.Namespace) -> int:
     cfg = settings(args)
     ms = models(args)
     checker = ms.liveness()
-    detector = FaceDetector(ms.load(DETECTOR_KINDS[args.detector or cfg.recognition.detector],
-                                    args.threads or cfg.recognition.threads))
     threshold = args.threshold if args.threshold is not None else cfg.liveness.threshold
     cam = cfg.camera
     source = open_source(args.source or cam.source, no_frame_timeout=cam.no_frame_seconds,
                          size=(cam.width, cam.height))
     still = isinstance(source, ImageSource)
+    # The door's own detection (the configured cascade): its boxes are where the door's liveness crops come from.
+    detector = pipeline(args, ms, stream=not still).detector
     if source.live:
         say(f"watching {source.description}: show your face, then printed photos and phone screens "
             "(Ctrl-C to stop)")

@@ -97,3 +97,20 @@ def test_liveness_check_judges_a_video_in_door_windows(tmp_path, capsys):  # typ
     assert "fewer than 5 frames with a face: no door window to judge" in err
     _, _, err = run(capsys, "liveness-check", "--source", str(SAMPLES))  # photos of a folder: no windows
     assert "door windows" not in err and "no door window" not in err
+
+
+def test_liveness_check_finds_faces_as_the_door_does(tmp_path, capsys):  # type: ignore[no-untyped-def]
+    # A person far from the camera (a face ~50 px high in 640x480): one short-range pass finds nothing, the door's
+    # detection cascade finds it, and liveness-check scores the face the door would score.
+    import cv2
+
+    from edge_app.imageio import read_image
+    from tests.conftest import kiosk_frame
+
+    img = read_image(SAMPLES / "image_T1.jpg")
+    h, w = img.shape[:2]
+    far = kiosk_frame(img, (0.0, 0.0, float(w), float(h)), face_fraction=0.35)  # the whole photo, 0.35 of 480 high
+    path = tmp_path / "far.png"
+    cv2.imwrite(str(path), cv2.cvtColor(far, cv2.COLOR_RGB2BGR))
+    code, out, err = run(capsys, "liveness-check", "--source", str(path))
+    assert code == EXIT_OK and "1 frame(s), 1 face(s)" in err and "\tlive=" in out
