@@ -180,6 +180,10 @@ def plot(r: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
 def text(r: dict[str, Any]) -> str:
     a = r["settings"]
     lines = [f"windows of {a['window']} frames at ~{a['fps']:g} frames/s; liveness: >= {a['votes']} frames with "
@@ -187,12 +191,10 @@ def text(r: dict[str, Any]) -> str:
              f"{'kind':<12}{'clips':>6}{'frames':>8}{'faces':>7}{'windows':>9}{'rate':>7}{'liveness':>10}"
              f"{'motion':>8}{'both':>7}   residual p10/median/p90"]
     for kind, s in r["kinds"].items():
-        def pct(x: float | None) -> str:
-            return "-" if x is None else f"{x:.1%}"
-        res = "-" if s["residual_p10_median_p90"] is None else " / ".join(f"{x:.3f}" for x in
-                                                                          s["residual_p10_median_p90"])
+        spread = s["residual_p10_median_p90"]
+        res = "-" if spread is None else " / ".join(f"{x:.3f}" for x in spread)
         lines.append(f"{kind:<12}{s['clips']:>6}{s['frames']:>8}{s['frames_with_face']:>7}{s['windows']:>9}"
-                     f"{s['rate']:>7}{pct(s['liveness']):>10}{pct(s['motion']):>8}{pct(s['both']):>7}   {res}")
+                     f"{s['rate']:>7}{_pct(s['liveness']):>10}{_pct(s['motion']):>8}{_pct(s['both']):>7}   {res}")
     lines.append("liveness vote alone, by threshold:")
     lines.append(f"{'':<22}" + "".join(f"{t:>7g}" for t in SWEEP))
     for kind, rates in r["sweep"].items():
