@@ -36,6 +36,7 @@ from edge_app.errors import EdgeAppError
 from edge_app.hardware.camera import open_source
 from edge_app.vision.liveness import planar_residual
 from edge_app.vision.pipeline import Pipeline
+from scripts.bench import positive_int
 from scripts.common import UsageError, run_main
 
 BONA_FIDE = "bonafide"
@@ -106,8 +107,13 @@ def read_clip(pipe: Pipeline, kind: str, path: Path, args: argparse.Namespace) -
     return clip
 
 
+def window_score(w: Window, votes: int) -> float:
+    """The highest threshold at which the window's liveness vote still passes: its votes-th best p(live)."""
+    return sorted(w.p_live, reverse=True)[votes - 1]
+
+
 def judge(w: Window, args: argparse.Namespace) -> dict[str, bool]:
-    live = sum(p >= args.threshold for p in w.p_live) >= args.votes
+    live = window_score(w, args.votes) >= args.threshold
     moves = w.residual is not None and w.residual >= args.motion_residual
     return {"liveness": live, "motion": moves, "both": live and moves}
 
@@ -137,11 +143,6 @@ def summarise(clips: list[Clip], args: argparse.Namespace) -> dict[str, Any]:
 
 
 SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
-
-
-def window_score(w: Window, votes: int) -> float:
-    """The highest threshold at which the window's liveness vote still passes: its votes-th best p(live)."""
-    return sorted(w.p_live, reverse=True)[votes - 1]
 
 
 def sweep(clips: list[Clip], votes: int, thresholds: tuple[float, ...] = SWEEP) -> dict[str, dict[str, float]]:
@@ -206,13 +207,11 @@ def text(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def positive(kind: type) -> Any:
-    def parse(s: str) -> Any:
-        v = kind(s)
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {s}")
-        return v
-    return parse
+def positive_float(text: str) -> float:
+    v = float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return v
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,17 +220,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="liveness_videos", description=__doc__.split("\n\n")[0])
     ap.add_argument("videos", type=Path, help="folder of <kind>/<video or frame folder>")
     ap.add_argument("--models", type=Path, default=None, help="models folder (default: the bundled ones)")
-    ap.add_argument("--fps", type=positive(float), default=10.0, help="frames a second looked at (10)")
-    ap.add_argument("--window", type=positive(int), default=DEFAULT.access.window,
+    ap.add_argument("--fps", type=positive_float, default=10.0, help="frames a second looked at (10)")
+    ap.add_argument("--window", type=positive_int, default=DEFAULT.access.window,
                     help=f"frames per window ({DEFAULT.access.window}, the door's)")
-    ap.add_argument("--votes", type=positive(int), default=DEFAULT.liveness.votes,
+    ap.add_argument("--votes", type=positive_int, default=DEFAULT.liveness.votes,
                     help=f"live frames needed per window ({DEFAULT.liveness.votes})")
     ap.add_argument("--threshold", type=float, default=DEFAULT.liveness.threshold,
                     help=f"p(live) of a live frame ({DEFAULT.liveness.threshold})")
     ap.add_argument("--motion-residual", type=float, default=DEFAULT.liveness.motion_residual,
                     help=f"least planar residual of a live window ({DEFAULT.liveness.motion_residual})")
-    ap.add_argument("--max-side", type=positive(int), default=640, help="frames shrunk to this longer side (640)")
-    ap.add_argument("--threads", type=positive(int), default=2)
+    ap.add_argument("--max-side", type=positive_int, default=640, help="frames shrunk to this longer side (640)")
+    ap.add_argument("--threads", type=positive_int, default=2)
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ap.add_argument("--plot", type=Path, default=None, metavar="PNG", help="write BPCER/APCER against the threshold")
     args = ap.parse_args(argv)
