@@ -194,6 +194,22 @@ class ModelSet:
                              f"{t.embedder_sha256[:12]}…, not {self.embedder_sha[:12]}…; recalibrate")
         return t
 
+    def detector(self, kind: str = "short", num_threads: int = 2, min_score: float | None = None,
+                 cascade: CascadeOptions | None = DEFAULT_CASCADE) -> FaceDetector | FaceCascade:
+        """The face detector alone, as pipeline() builds it: with the short-range model, ``cascade`` adds the
+        passes of vision/cascade.py (refinement of small faces, close-ups, the full-range model for small
+        faces); None: one pass."""
+        if kind not in DETECTOR_KINDS:
+            raise ModelError(f"unknown detector {kind!r}; choose one of {sorted(DETECTOR_KINDS)}")
+        try:
+            first = FaceDetector(self.load(DETECTOR_KINDS[kind], num_threads), min_score=min_score)
+            if kind != "short" or cascade is None:
+                return first
+            far = FaceDetector(self.load(DETECTOR_KINDS["full"], num_threads)) if cascade.small_faces else None
+            return FaceCascade(first, far, cascade)
+        except ValueError as exc:  # shape checks in vision/
+            raise ModelError(str(exc)) from exc
+
     def pipeline(self, detector: str = "short", num_threads: int = 2, quality: QualityConfig | None = None,
                  eyes_only: bool = False, embed_low_quality: bool = True,
                  min_score: float | None = None, mask: bool = True, mask_threshold: float = 0.5,
@@ -205,16 +221,8 @@ class ModelSet:
 
         With the short-range detector, ``cascade`` adds the passes of vision/cascade.py (refinement of small
         faces, close-ups, the full-range model for small faces); None: one short-range pass, as before."""
-        if detector not in DETECTOR_KINDS:
-            raise ModelError(f"unknown detector {detector!r}; choose one of {sorted(DETECTOR_KINDS)}")
+        det = self.detector(detector, num_threads, min_score, cascade)
         try:
-            first = FaceDetector(self.load(DETECTOR_KINDS[detector], num_threads), min_score=min_score)
-            det: FaceDetector | FaceCascade = first
-            if detector == "short" and cascade is not None:
-                far = None
-                if cascade.small_faces:
-                    far = FaceDetector(self.load(DETECTOR_KINDS["full"], num_threads))
-                det = FaceCascade(first, far, cascade)
             emb = FaceEmbedder(self.load(self.embedder_entry, num_threads))
             clf = None
             mask_geometry = None

@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         args.motion_residual = DEFAULT.liveness.motion_residual
         ms = ModelSet(args.models)
         # The kiosk's own detection (the cascade): the faces it scores are the faces a door would judge.
-        scorer = Scorer(ms.pipeline(num_threads=2, mask=False).detector, ms.liveness(1))
+        scorer = Scorer(ms.detector(num_threads=2), ms.liveness(1))
         with tqdm(desc="liveness", unit="image", disable=args.no_progress, file=sys.stderr, leave=False) as bar:
             bona, sources = bona_fide(args, scorer, bar)
             if not sources:

@@ -60,7 +60,7 @@ def scenes(seconds: float) -> list[np.ndarray]:
     from edge_app.imageio import read_image
     from edge_app.models import ModelSet
 
-    det = ModelSet().pipeline(num_threads=1).detector
+    det = ModelSet().detector(num_threads=1)
     hall = np.full((480, 640, 3), 90, np.uint8)
 
     def walk(name: str) -> list[np.ndarray]:

@@ -20,6 +20,8 @@ from edge_app.gallery.store import Gallery
 if TYPE_CHECKING:  # the models and the runtime are imported only by the commands that run them
     from edge_app.models import ModelSet
     from edge_app.recognizer import RecognitionPolicy
+    from edge_app.vision.cascade import CascadeOptions, FaceCascade
+    from edge_app.vision.detector import FaceDetector
     from edge_app.vision.pipeline import Pipeline
 
 T = TypeVar("T")
@@ -47,17 +49,30 @@ def liveness_on(args: argparse.Namespace) -> bool:
     return settings(args).liveness.enabled and not getattr(args, "no_liveness", False)
 
 
-def pipeline(args: argparse.Namespace, ms: ModelSet, liveness: bool = False, stream: bool = False) -> Pipeline:
-    """The configured pipeline; ``stream``: frames of one camera in order (the daemon), where the tile pass
-    runs on every detector_tile_every-th frame without a face."""
+def cascade_options(args: argparse.Namespace, stream: bool) -> CascadeOptions:
+    """The configured detection passes; ``stream``: frames of one camera in order (the daemon), where the tile
+    pass runs on every detector_tile_every-th frame without a face."""
     from edge_app.vision.cascade import CascadeOptions
 
     rc = settings(args).recognition
-    cascade = CascadeOptions(refine_below=rc.detector_refine_below, close_up=rc.detector_close_up,
-                             small_faces=rc.detector_small_faces, tile=rc.detector_tile,
-                             tile_every=rc.detector_tile_every if stream else 1)
+    return CascadeOptions(refine_below=rc.detector_refine_below, close_up=rc.detector_close_up,
+                          small_faces=rc.detector_small_faces, tile=rc.detector_tile,
+                          tile_every=rc.detector_tile_every if stream else 1)
+
+
+def detector(args: argparse.Namespace, ms: ModelSet, stream: bool = False) -> FaceDetector | FaceCascade:
+    """The configured face detector alone, as the pipeline (and so the door) has it."""
+    rc = settings(args).recognition
+    return ms.detector(args.detector or rc.detector, args.threads or rc.threads,
+                       cascade=cascade_options(args, stream))
+
+
+def pipeline(args: argparse.Namespace, ms: ModelSet, liveness: bool = False, stream: bool = False) -> Pipeline:
+    """The configured pipeline; ``stream`` as for cascade_options."""
+    rc = settings(args).recognition
     return ms.pipeline(detector=args.detector or rc.detector, num_threads=args.threads or rc.threads,
-                       mask_threshold=rc.mask_probability, cascade=cascade, liveness=liveness)
+                       mask_threshold=rc.mask_probability, cascade=cascade_options(args, stream),
+                       liveness=liveness)
 
 
 def policy(args: argparse.Namespace, ms: ModelSet) -> RecognitionPolicy:

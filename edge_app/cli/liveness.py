@@ -11,7 +11,8 @@ import argparse
 import statistics
 
 from edge_app.cli import EXIT_OK, EXIT_PARTIAL
-from edge_app.cli.common import emit_json, models, pipeline, progress, say, settings
+from edge_app.cli.common import detector as door_detector
+from edge_app.cli.common import emit_json, models, progress, say, settings
 from edge_app.cli.recognize import frames
 from edge_app.hardware.camera import ImageSource, open_source
 from edge_app.models import LIVENESS
@@ -27,7 +28,7 @@ def cmd_liveness_check(args: argparse.Namespace) -> int:
                          size=(cam.width, cam.height))
     still = isinstance(source, ImageSource)
     # The door's own detection (the configured cascade): its boxes are where the door's liveness crops come from.
-    detector = pipeline(args, ms, stream=not still).detector
+    detector = door_detector(args, ms, stream=not still)
     if source.live:
         say(f"watching {source.description}: show your face, then printed photos and phone screens "
             "(Ctrl-C to stop)")
