@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 _RULE = "edge_app.config.rule"
 
 
+# The embedders a model set may offer (edge_app/models.py EMBEDDERS maps them to model files).
+EMBEDDER_NAMES = ("sface", "dlib", "sface+edgeface")
+
+
 @dataclass(frozen=True)
 class Rule:
     """Limits on a value beyond its type: a numeric range or a set of choices."""
@@ -84,7 +88,7 @@ class RecognitionConfig:
     detector_small_faces: bool = True  # full-range pass for faces of 40-100 px
     detector_tile: float = field(default=0.5, metadata=rule(0, 1))  # squares (x frame height) if nothing found; 0: off
     detector_tile_every: int = field(default=3, metadata=rule(1, 100))  # daemon: tiles on every n-th empty frame
-    embedder: str = field(default="sface", metadata=rule(choices=("sface", "dlib")))
+    embedder: str = field(default="sface", metadata=rule(choices=EMBEDDER_NAMES))
     threads: int = field(default=2, metadata=rule(lo=1))
 
 

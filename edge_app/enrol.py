@@ -127,7 +127,7 @@ def masked_embeddings(pipeline: Pipeline, rgb: np.ndarray, keypoints: np.ndarray
         img = draw_mask(rgb, kps, random_style(rng, MASK_CYCLE[i % len(MASK_CYCLE)]), rng)
         use = redetect(pipeline, img, kps)
         chip = align(img, kps if use is None else use, pipeline.geometry, eyes_only=True)
-        out.append(pipeline.embedder.embed(chip))  # the teacher: no student was shipped (docs/masked_kd.md)
+        out.append(pipeline.embedder.embed(chip, masked=True))  # the teacher: no student was shipped (masked_kd.md)
     return out
 
 

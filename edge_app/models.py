@@ -20,7 +20,7 @@ from edge_app.errors import ModelError, ModelNotFoundError
 from edge_app.vision.align import TEMPLATE_POINTS, ChipGeometry
 from edge_app.vision.cascade import CascadeOptions, FaceCascade
 from edge_app.vision.detector import FaceDetector
-from edge_app.vision.embedder import FaceEmbedder
+from edge_app.vision.embedder import Embedder, FaceEmbedder, FusedEmbedder
 from edge_app.vision.eyes import EyeLandmarks
 from edge_app.vision.liveness import LivenessChecker, LivenessNet
 from edge_app.vision.mask import MaskClassifier
@@ -36,10 +36,16 @@ MASK_CLASSIFIER = "mask_classifier"
 EYE_LANDMARKS = "eye_landmarks"  # MediaPipe Iris: eye centres for alignment (vision/eyes.py)
 # The anti-spoofing networks whose scores are averaged (scripts/modelbuild/minifasnet.py).
 LIVENESS = ("liveness_v2", "liveness_v1se")
-# Embedders a manifest may hold, by the name config and command line use. SFace is the default:
-# on East-Asian faces dlib's ResNet reaches about half its rank-1 (README, "Accuracy").
-EMBEDDERS = {"sface": "face_embedder", "dlib": "face_embedder_dlib"}
+# Embedders by the name config and command line use -> the manifest entries they run. SFace is the default:
+# on East-Asian faces dlib's ResNet reaches about half its rank-1 (README, "Accuracy"). "sface+edgeface" runs
+# EdgeFace-XS beside SFace on bare faces and fuses the two (vision/embedder.py FusedEmbedder); masked faces
+# keep SFace alone.
+EMBEDDERS: dict[str, tuple[str, ...]] = {"sface": ("face_embedder",), "dlib": ("face_embedder_dlib",),
+                                         "sface+edgeface": ("face_embedder", "face_embedder_edgeface")}
 DEFAULT_EMBEDDER = "sface"
+# SFace's share of a bare face's fused score (the rest is EdgeFace-XS's): 0.5 gave the most bare walk-ups at the
+# stranger target of 0.3-0.7 tried on real-masked-dev (docs/accuracy.md). Part of the fused model's identity.
+FUSION_WEIGHT = 0.5
 MASKED_GALLERIES = ("plain", "plain+masked")
 DEFAULT_CASCADE = CascadeOptions()
 
@@ -98,7 +104,9 @@ class ModelSet:
         if embedder not in EMBEDDERS:
             raise ModelError(f"unknown embedder {embedder!r}; choose one of {sorted(EMBEDDERS)}")
         self.embedder = embedder
-        self.embedder_entry = EMBEDDERS[embedder]
+        self.embedder_parts = EMBEDDERS[embedder]
+        # The key of the embedder's thresholds in the manifest's "recognition" (a fused one names both parts).
+        self.embedder_entry = "+".join(self.embedder_parts)
         self.dir = Path(directory) if directory is not None else default_models_dir()
         manifest_path = self.dir / MANIFEST
         if not manifest_path.is_file():
@@ -109,9 +117,10 @@ class ModelSet:
             self._entries: dict[str, dict[str, Any]] = self.manifest["models"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ModelError(f"{manifest_path}: not a valid model manifest ({exc})") from exc
-        if self.embedder_entry not in self._entries:
-            raise ModelNotFoundError(f"{manifest_path}: no {embedder} embedder ({self.embedder_entry!r}) in this "
-                                     f"model set; it has {sorted(self._entries)}")
+        missing = [p for p in self.embedder_parts if p not in self._entries]
+        if missing:
+            raise ModelNotFoundError(f"{manifest_path}: no {embedder} embedder ({', '.join(map(repr, missing))}) in "
+                                     f"this model set; it has {sorted(self._entries)}")
 
     def info(self, name: str, verify: bool = True) -> ModelInfo:
         entry = self._entries.get(name)
@@ -136,11 +145,24 @@ class ModelSet:
 
     @property
     def embedder_sha(self) -> str:
-        return str(self._entries[self.embedder_entry]["sha256"])
+        """The identity templates and thresholds are filed under: the model file's sha256, or for a fused
+        embedder a sha256 of both files' and the fusion weight (a change to any of them makes new templates)."""
+        shas = [str(self._entries[p]["sha256"]) for p in self.embedder_parts]
+        if len(shas) == 1:
+            return shas[0]
+        return hashlib.sha256(f"fused:{'+'.join(shas)}:{FUSION_WEIGHT}".encode()).hexdigest()
+
+    @property
+    def embedder_dim(self) -> int:
+        """Length of the embedder's vectors (the sum of the parts' for a fused one)."""
+        try:
+            return sum(int(self._entries[p]["output"]["dim"]) for p in self.embedder_parts)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{self.dir / MANIFEST}: no usable output.dim for {self.embedder_entry} ({exc})") from exc
 
     def chip_geometry(self, entry: str | None = None) -> ChipGeometry:
         """The aligned-chip geometry of the chosen embedder (or of another manifest entry that has one)."""
-        inp = self._entries[entry or self.embedder_entry]["input"]
+        inp = self._entries[entry or self.embedder_parts[0]]["input"]
         try:
             template = np.array([inp["chip_template"][p] for p in TEMPLATE_POINTS], np.float64)
             return ChipGeometry(int(inp["chip_size"]), template)
@@ -223,7 +245,8 @@ class ModelSet:
         faces, close-ups, the full-range model for small faces); None: one short-range pass, as before."""
         det = self.detector(detector, num_threads, min_score, cascade)
         try:
-            emb = FaceEmbedder(self.load(self.embedder_entry, num_threads))
+            nets = [FaceEmbedder(self.load(p, num_threads)) for p in self.embedder_parts]
+            emb: Embedder = nets[0] if len(nets) == 1 else FusedEmbedder(nets[0], nets[1], FUSION_WEIGHT)
             clf = None
             mask_geometry = None
             if mask and self.has_mask_classifier:

@@ -178,7 +178,11 @@ class Recognizer:
             # comparing a bare face with them would raise the impostor scores the threshold is set for.
             # Masked probes meet them when calibration found that they help (MANIFEST "masked_gallery").
             all_templates = masked and self.policy.masked_gallery == "plain+masked"
-            best = self.matcher.match(face.embedding, k=2, use_masked=None if all_templates else False)
+            matcher, emb = self.matcher, face.embedding
+            if masked:  # a fused embedder's masked face is its first network's embedding alone (vision/embedder.py)
+                d = self.pipeline.embedder.primary_dim
+                matcher, emb = matcher.prefix(d), emb[:d]
+            best = matcher.match(emb, k=2, use_masked=None if all_templates else False)
             match = best[0] if best else None
             runner_up = best[1].score if len(best) > 1 else None
         return Recognition(face, match, threshold, self.policy.require_mask, runner_up, margin,

@@ -38,7 +38,7 @@ from edge_app.vision.detector import FaceDetector  # noqa: E402
 from edge_app.vision.embedder import FaceEmbedder  # noqa: E402
 from edge_app.vision.runtime import TFLiteModel  # noqa: E402
 from scripts.common import DATA_ROOT, image_files, not_rmfrd  # noqa: E402
-from scripts.modelbuild import calibrate_align, dlib_resnet, dlib_tf, minifasnet, sface  # noqa: E402
+from scripts.modelbuild import calibrate_align, dlib_resnet, dlib_tf, edgeface, minifasnet, sface  # noqa: E402
 from scripts.modelbuild.dlib_ref import DlibReference  # noqa: E402
 from scripts.modelbuild.faces import collect_chips  # noqa: E402
 
@@ -176,6 +176,11 @@ def write_notices(out: Path) -> None:
         "  Minivision (github.com/minivision-ai/Silent-Face-Anti-Spoofing, commit b6d5f04), Apache License 2.0",
         "  (full text in `LICENSE-Apache-2.0.txt`). Modified: the networks were defined again by us and converted",
         "  to TFLite by scripts/modelbuild/minifasnet.py (PyTorch -> ONNX -> onnx2tf); the weights are unchanged.",
+        "- `face_embedder_edgeface.tflite`: EdgeFace-XS by the Idiap Research Institute (edgeface_xs_q.pt, from a copy",
+        "  of github.com/otroshi/edgeface), BSD 3-Clause License (full text and copyright notice in",
+        f"  `{edgeface.LICENCE_FILE}`). Modified: the int8 Linear weights were dequantised into timm's",
+        "  EdgeNeXt-XS and converted to TFLite by scripts/modelbuild/edgeface.py. The model was trained on WebFace12M,",
+        "  whose terms are for non-commercial research: whether that binds the weights was not verified.",
         "",
     ]
     (out / "LICENSES.md").write_text("\n".join(text))
@@ -193,7 +198,8 @@ def build_files(data: Path, step: int) -> list[Path]:
     return not_rmfrd(image_files(data / NO_MASK))[::step] + image_files(data / "faces-dev")
 
 
-BUILDABLE = ("face_detector", "face_detector_full", "eye_landmarks", "face_embedder", "face_embedder_dlib", "liveness")
+BUILDABLE = ("face_detector", "face_detector_full", "eye_landmarks", "face_embedder", "face_embedder_dlib", "liveness",
+             "face_embedder_edgeface")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minifasnet", type=Path, default=None,
                     help="folder of the MiniFASNet weights and sample/ (default $EDGE_APP_MINIFASNET or "
                          "<data>/../reference/minifasnet)")
+    ap.add_argument("--edgeface", type=Path, default=None,
+                    help=f"EdgeFace-XS checkpoint {edgeface.CHECKPOINT} (default $EDGE_APP_EDGEFACE; "
+                         "scripts/modelbuild/edgeface.py says where it comes from)")
     ap.add_argument("--only", default=",".join(BUILDABLE), metavar="NAME,...",
                     help="models to (re)build; the others keep their manifest entries (default: all)")
     args = ap.parse_args(argv)
@@ -242,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             manifest["models"]["face_embedder"] = sface.build(args.out, detector, files, Path(tmp))
     if "liveness" in only:
         manifest["models"].update(build_liveness(args, dev))
+    if "face_embedder_edgeface" in only:
+        manifest["models"]["face_embedder_edgeface"] = build_edgeface(args, files, manifest)
     # Entries not rebuilt (and those of train_mask.py) are kept; thresholds calibrated for an embedder
     # that was rebuilt are dropped, as ModelSet would refuse them (recalibrate with evaluate.py --masked).
     old_path = args.out / "MANIFEST.json"
@@ -270,6 +281,21 @@ def build_liveness(args: argparse.Namespace, dev: Path) -> dict[str, Any]:
     folder = minifasnet.weights_dir(args.minifasnet, args.data)
     with tempfile.TemporaryDirectory() as tmp:
         return minifasnet.build(args.out, detector, files, folder, Path(tmp))
+
+
+def build_edgeface(args: argparse.Namespace, files: list[Path], manifest: dict[str, Any]) -> dict[str, Any]:
+    """EdgeFace-XS on SFace's chips (this build's SFace entry, else the one already in out/MANIFEST.json)."""
+    from edge_app.vision.align import TEMPLATE_POINTS, ChipGeometry
+
+    checkpoint = edgeface.checkpoint_path(args.edgeface)
+    entry = manifest["models"].get("face_embedder")
+    if entry is None:
+        entry = json.loads((args.out / "MANIFEST.json").read_text())["models"]["face_embedder"]
+    inp = entry["input"]
+    geometry = ChipGeometry(int(inp["chip_size"]), np.array([inp["chip_template"][p] for p in TEMPLATE_POINTS]))
+    detector = FaceDetector(TFLiteModel(args.out / "face_detector.tflite"))
+    with tempfile.TemporaryDirectory() as tmp:
+        return edgeface.build(args.out, detector, files, geometry, checkpoint, Path(tmp))
 
 
 def build_dlib(args: argparse.Namespace, files: list[Path]) -> dict[str, Any]:

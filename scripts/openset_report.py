@@ -169,8 +169,14 @@ class Scored:
     real_mask: np.ndarray  # (n,)
 
 
-def score(g: Gallery, pr: Probes, masked_gallery: str, cohort: Cohort | None = None) -> Scored:
+def score(g: Gallery, pr: Probes, masked_gallery: str, cohort: Cohort | None = None,
+          masked_dim: int | None = None) -> Scored:
+    """``masked_dim``: masked probes are matched on the first masked_dim components of probes and templates, as the
+    Recognizer does with a fused embedder (None: all of them)."""
     n, f, d = pr.frames.emb.shape
+    md = d if masked_dim is None else masked_dim
+    if md != d and cohort is not None:
+        raise ValueError("t-norm (--tnorm) is not defined for a fused embedder")
     e = pr.frames.emb.reshape(-1, d)
     np_ = len(g.names)
     is_masked = pr.frames.masked.reshape(-1, 1)
@@ -179,16 +185,16 @@ def score(g: Gallery, pr: Probes, masked_gallery: str, cohort: Cohort | None = N
     masked_bank = None if cohort is None else cohort.masked
     top = 0 if cohort is None else cohort.top
 
-    def per_person(t: np.ndarray, tpid: np.ndarray, bank: np.ndarray | None) -> np.ndarray:
-        return _best_per_person(e, t, tpid, np_, bank, top)
+    def per_person(t: np.ndarray, tpid: np.ndarray, bank: np.ndarray | None, dim: int = d) -> np.ndarray:
+        return _best_per_person(e[:, :dim], t[:, :dim], tpid, np_, bank, top)
 
     plain = per_person(g.plain, g.plain_pid, bare_bank)
-    if masked_bank is not None:
-        plain = np.where(is_masked, per_person(g.plain, g.plain_pid, masked_bank), plain)
+    if masked_bank is not None or md != d:
+        plain = np.where(is_masked, per_person(g.plain, g.plain_pid, masked_bank, md), plain)
     if masked_gallery == "plain+masked" and g.masked.shape[0]:
         # As the Matcher does with use_masked=None: one set of templates per person, bare and masked together.
         both = per_person(np.concatenate([g.plain, g.masked]), np.concatenate([g.plain_pid, g.masked_pid]),
-                          masked_bank)
+                          masked_bank, md)
         best = np.where(is_masked, both, plain)
     else:
         best = plain

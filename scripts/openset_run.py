@@ -105,6 +105,8 @@ def run_openset(args: argparse.Namespace, counts: list[int]) -> tuple[dict[str, 
     ms = ModelSet(args.models, embedder=args.embedder)
     pipe = ms.pipeline(detector=args.detector, num_threads=args.threads)
     shipped = ms.thresholds()
+    if args.tnorm is not None and pipe.embedder.primary_dim != pipe.embedder.dim:
+        raise UsageError(f"--tnorm is not defined for the fused embedder {args.embedder}")
     cohort = None if args.tnorm is None else _cohort(args, ms.embedder_sha, pipe.embedder.dim)
     files = [f for p in people for f in p.unmasked + p.masked] + fillers
     probe_files = {f for p in people for f in p.unmasked + p.masked}
@@ -132,7 +134,7 @@ def run_openset(args: argparse.Namespace, counts: list[int]) -> tuple[dict[str, 
         g, enrolled = rep.build_gallery(people, emb, k, salt,
                                         usable[: max(0, args.gallery_size - n_enrolled)], args.enrol_masked)
         return rep.score(g, rep.probes_of(people, enrolled, g, emb, k, how, args.enrol_masked), masked_gallery,
-                         cohort)
+                         cohort, pipe.embedder.primary_dim)
 
     rule = rep.Rule(shipped.plain, shipped.masked, shipped.margin, shipped.masked_margin,
                     args.masked_gallery or shipped.masked_gallery)

@@ -280,7 +280,7 @@ def write_cohort(path: Path, chips: data.ChipData, ms: ModelSet, n: int, extra: 
     """Background faces for `scripts/evaluate.py --tnorm`: the shipped embedder's embeddings of n random faces of
     the --extra folders, their bare chips ('plain') and n of their drawn-mask chips ('masked'). Never the other
     training faces: masks-chandrikadeb7's photos fill the open-set protocol's gallery. Embeddings only."""
-    emb = FaceEmbedder(ms.load(ms.embedder_entry, 2))  # the embedder whose sha the file records
+    emb = FaceEmbedder(ms.load(ms.embedder_parts[0], 2))  # the embedder whose sha the file records
     rng = np.random.default_rng(SEED)
     own = np.flatnonzero(np.isin(chips.sources, [p.name for p in extra]))
     if not own.size:

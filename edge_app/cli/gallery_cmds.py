@@ -79,7 +79,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     else:
         doc = read_export(args.file)
     ms = models(args)
-    model_sha, dim = ms.embedder_sha, int(ms.info(ms.embedder_entry, verify=False).entry["output"]["dim"])
+    model_sha, dim = ms.embedder_sha, ms.embedder_dim
     check_embedder(doc, model_sha, dim)
     with gallery(args) as g:
         result = import_gallery(g, doc, model_sha, replace=args.replace, dim=dim)

@@ -87,6 +87,7 @@ class Matcher:
         self.gallery_version = templates.gallery_version
         self._n_persons = len(np.unique(self._pids))
         self._views: dict[bool | None, _View] = {}
+        self._prefixes: dict[int, Matcher] = {}
 
     @classmethod
     def from_gallery(cls, gallery: Gallery, model_sha: str) -> Matcher:
@@ -121,6 +122,22 @@ class Matcher:
     def stale(self) -> int:
         """Templates in the gallery from other embedder models (set by from_gallery)."""
         return self._stale
+
+    def prefix(self, dim: int) -> Matcher:
+        """The same templates cut to their first ``dim`` components, rows normalised again (cached). A fused
+        embedder (vision/embedder.py FusedEmbedder) puts its first network's unit embedding there, and
+        masked faces are matched on that part alone; for a one-network gallery ``prefix(dim)`` is itself."""
+        if self._dim == 0 or dim == self._dim:
+            return self
+        if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or not 0 < dim < self._dim:
+            raise GalleryInputError(f"prefix length must be in 1..{self._dim}, got {dim!r}")
+        cut = self._prefixes.get(int(dim))
+        if cut is None:
+            ids = np.zeros(len(self._pids), np.int64)  # template ids are not kept by the matcher
+            cut = Matcher(TemplateSet(self._model_sha, self._emb[:, :dim], self._pids, self._masked, ids,
+                                      self._names, self.gallery_version), stale=self._stale)
+            self._prefixes[int(dim)] = cut
+        return cut
 
     def _view(self, use_masked: bool | None) -> _View:
         view = self._views.get(use_masked)

@@ -1,10 +1,23 @@
-"""Face chip -> L2-normalised 128-d embedding (dlib's ResNet, converted to TFLite)."""
+"""Face chip -> L2-normalised embedding: one network (SFace, dlib's ResNet), or two fused for bare faces."""
 
 from __future__ import annotations
+
+import math
+from typing import Protocol
 
 import numpy as np
 
 from edge_app.vision.runtime import TFLiteModel
+
+
+class Embedder(Protocol):
+    """What the pipeline and enrolment need of an embedder."""
+
+    chip_size: int
+    dim: int  # length of embed()'s vector
+    primary_dim: int  # its first primary_dim components are the first network's own unit embedding (masked faces)
+
+    def embed(self, chip: np.ndarray, masked: bool = False) -> np.ndarray: ...
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -21,6 +34,7 @@ class FaceEmbedder:
         self.model = model
         self.chip_size = shape[1]
         self.dim = int(model.outputs[0].shape[-1])
+        self.primary_dim = self.dim
 
     def _input(self, chip: np.ndarray) -> np.ndarray:
         if chip.shape != (self.chip_size, self.chip_size, 3) or chip.dtype != np.uint8:
@@ -35,6 +49,35 @@ class FaceEmbedder:
             return chip.astype(np.float32)[None]
         return chip[None]
 
-    def embed(self, chip: np.ndarray) -> np.ndarray:
-        """One chip -> (dim,) unit vector."""
+    def embed(self, chip: np.ndarray, masked: bool = False) -> np.ndarray:
+        """One chip -> (dim,) unit vector (``masked`` changes nothing for one network)."""
         return l2_normalize(self.model.run(self._input(chip))[0][0])
+
+
+class FusedEmbedder:
+    """Two networks on the same chip, fused so that a plain cosine of two fused vectors is
+    ``weight * cos(first) + (1 - weight) * cos(second)``: the unit embeddings are concatenated, scaled by
+    sqrt(weight) and sqrt(1 - weight).
+
+    A masked face gets the first network's embedding alone, zeros in the second's place (and the second
+    network is not run): on real masked faces the second network (EdgeFace-XS) made the fused score worse,
+    on bare faces better (docs/accuracy.md). Masked faces are matched on the first ``primary_dim``
+    components of the templates (gallery.Matcher.prefix), which are the first network's unit embedding
+    whatever the face."""
+
+    def __init__(self, first: FaceEmbedder, second: FaceEmbedder, weight: float) -> None:
+        if first.chip_size != second.chip_size:
+            raise ValueError(f"fused embedders take chips of one size, got {first.chip_size} and {second.chip_size}")
+        if not 0.0 < weight < 1.0:
+            raise ValueError(f"fusion weight must be in (0, 1), got {weight}")
+        self.first, self.second, self.weight = first, second, weight
+        self.chip_size = first.chip_size
+        self.dim = first.dim + second.dim
+        self.primary_dim = first.dim
+        self._a, self._b = math.sqrt(weight), math.sqrt(1.0 - weight)
+
+    def embed(self, chip: np.ndarray, masked: bool = False) -> np.ndarray:
+        a = self.first.embed(chip)
+        if masked:
+            return np.concatenate([a, np.zeros(self.second.dim, np.float32)])
+        return np.concatenate([self._a * a, self._b * self.second.embed(chip)]).astype(np.float32)

@@ -10,7 +10,7 @@ import numpy as np
 from edge_app.vision.align import ChipGeometry, align
 from edge_app.vision.cascade import FaceCascade
 from edge_app.vision.detector import Detection, FaceDetector
-from edge_app.vision.embedder import FaceEmbedder
+from edge_app.vision.embedder import Embedder
 from edge_app.vision.eyes import EyeLandmarks
 from edge_app.vision.liveness import LivenessChecker
 from edge_app.vision.mask import MaskClassifier
@@ -43,7 +43,7 @@ class StageTimes:
 
 
 class Pipeline:
-    def __init__(self, detector: FaceDetector | FaceCascade, embedder: FaceEmbedder, geometry: ChipGeometry,
+    def __init__(self, detector: FaceDetector | FaceCascade, embedder: Embedder, geometry: ChipGeometry,
                  quality: QualityConfig | None = None, eyes_only: bool = False,
                  embed_low_quality: bool = True, mask_classifier: MaskClassifier | None = None,
                  mask_threshold: float = 0.5, mask_geometry: ChipGeometry | None = None,
@@ -109,7 +109,7 @@ class Pipeline:
             q = assess(chip, det.keypoints, self.quality, masked=bool(masked))
             e = time.perf_counter()
             use = q.passed or self.embed_low_quality
-            emb = self.embedder.embed(chip) if use else None
+            emb = self.embedder.embed(chip, masked=bool(masked)) if use else None
             f = time.perf_counter()
             p_live = self.liveness.probability(frame, det.box) if (use and self.liveness is not None) else None
             g = time.perf_counter()

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,6 +30,17 @@ def read_rgb(path: Path, max_side: int = MAX_SIDE) -> np.ndarray | None:
         s = max_side / max(h, w)
         bgr = cv2.resize(bgr, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def largest_faces(detector: Any, files: list[Path]) -> Iterator[tuple[np.ndarray, Any]]:
+    """(image, detection of its largest face) for each image in which the detector finds a face."""
+    for path in files:
+        rgb = read_rgb(path)
+        if rgb is None:
+            continue
+        found = sorted(detector.detect(rgb), key=lambda d: d.width * d.height, reverse=True)
+        if found:
+            yield rgb, found[0]
 
 
 def is_held_apart(path: Path) -> bool:

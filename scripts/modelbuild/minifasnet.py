@@ -278,16 +278,9 @@ def real_crops(detector: Any, files: list[Path], scale: float) -> np.ndarray:
     """The network's crops of the largest face in each image that has one."""
     from edge_app.vision.liveness import crop
 
-    from .faces import read_rgb
+    from .faces import largest_faces
 
-    out = []
-    for path in files:
-        rgb = read_rgb(path)
-        if rgb is None:
-            continue
-        found = sorted(detector.detect(rgb), key=lambda d: d.width * d.height, reverse=True)
-        if found:
-            out.append(crop(rgb, found[0].box, scale))
+    out = [crop(rgb, det.box, scale) for rgb, det in largest_faces(detector, files)]
     if not out:
         raise RuntimeError("no face found in the check images")
     return np.array(out, np.uint8)

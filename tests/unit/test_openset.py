@@ -101,10 +101,12 @@ def test_people_folder_layout_is_checked(tmp_path) -> None:  # type: ignore[no-u
         openset.load_people(tmp_path / "missing")
 
 
+@pytest.mark.parametrize("masked_dim", [None, 6])
 @pytest.mark.parametrize("masked_gallery", ["plain", "plain+masked"])
-def test_scores_are_the_matchers(tmp_path, masked_gallery: str) -> None:  # type: ignore[no-untyped-def]
+def test_scores_are_the_matchers(tmp_path, masked_gallery: str, masked_dim: int | None) -> None:  # type: ignore[no-untyped-def]
     """The evaluation measures what the kiosk does: best person, its score and the runner-up's score equal
-    the Matcher's (use_masked=False for bare probes; with plain+masked, every template for masked ones)."""
+    the Matcher's (use_masked=False for bare probes; with plain+masked, every template for masked ones; with a
+    fused embedder's masked_dim, masked probes on the templates' first masked_dim components, as the Recognizer)."""
     from edge_app.gallery.matcher import Matcher
     from edge_app.gallery.store import Gallery
 
@@ -120,7 +122,7 @@ def test_scores_are_the_matchers(tmp_path, masked_gallery: str) -> None:  # type
     emb = unit(centres[rng.integers(0, persons, (n, f))] + 0.6 * rng.normal(size=(n, f, d))).astype(np.float32)
     masked = rng.random((n, f)) > 0.5
     frames = openset.FrameSet(np.ones((n, f), bool), masked, np.ones((n, f), bool), emb)
-    sc = rep.score(g, rep.Probes(np.zeros(n, int), np.zeros(n, bool), frames), masked_gallery)
+    sc = rep.score(g, rep.Probes(np.zeros(n, int), np.zeros(n, bool), frames), masked_gallery, None, masked_dim)
     with Gallery(tmp_path / "g.db") as db:
         for i, name in enumerate(g.names):
             db.add_person(name)
@@ -130,7 +132,8 @@ def test_scores_are_the_matchers(tmp_path, masked_gallery: str) -> None:  # type
     for i in range(n):
         for j in range(f):
             every = masked[i, j] and masked_gallery == "plain+masked"
-            top2 = m.match(emb[i, j], k=2, use_masked=None if every else False)
+            cut = masked_dim if masked[i, j] and masked_dim else d
+            top2 = m.prefix(cut).match(emb[i, j, :cut], k=2, use_masked=None if every else False)
             assert g.names[sc.top[i, j]] == top2[0].name
             assert sc.s1[i, j] == pytest.approx(top2[0].score, abs=1e-5)
             assert sc.s2[i, j] == pytest.approx(top2[1].score, abs=1e-5)
