@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from edge_app import __version__
-from edge_app.config import EMBEDDER_NAMES
+from edge_app.config import DEFAULT_EMBEDDER, EMBEDDER_NAMES
 from edge_app.errors import EdgeAppError
 from edge_app.fsutil import write_private
 
@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--masked-templates", type=int, default=3, choices=range(0, 11), metavar="0..10")
     p.add_argument("--models", type=Path, default=None)
-    p.add_argument("--embedder", choices=EMBEDDER_NAMES, default="sface")
+    p.add_argument("--embedder", choices=EMBEDDER_NAMES, default=DEFAULT_EMBEDDER)
     p.set_defaults(func=cmd_enrol)
     p = sub.add_parser("push", parents=[net], help="send an enrolment file (templates)")
     p.add_argument("file", type=Path)

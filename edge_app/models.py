@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_app.config import DEFAULT_EMBEDDER
 from edge_app.errors import ModelError, ModelNotFoundError
 from edge_app.vision.align import TEMPLATE_POINTS, ChipGeometry
 from edge_app.vision.cascade import CascadeOptions, FaceCascade
@@ -36,13 +37,12 @@ MASK_CLASSIFIER = "mask_classifier"
 EYE_LANDMARKS = "eye_landmarks"  # MediaPipe Iris: eye centres for alignment (vision/eyes.py)
 # The anti-spoofing networks whose scores are averaged (scripts/modelbuild/minifasnet.py).
 LIVENESS = ("liveness_v2", "liveness_v1se")
-# Embedders by the name config and command line use -> the manifest entries they run. SFace is the default:
-# on East-Asian faces dlib's ResNet reaches about half its rank-1 (README, "Accuracy"). "sface+edgeface" runs
-# EdgeFace-XS beside SFace on bare faces and fuses the two (vision/embedder.py FusedEmbedder); masked faces
-# keep SFace alone.
+# Embedders by the name config and command line use -> the manifest entries they run. "sface+edgeface" (the
+# default, config.DEFAULT_EMBEDDER) runs EdgeFace-XS beside SFace on bare faces and fuses the two
+# (vision/embedder.py FusedEmbedder); masked faces keep SFace alone. dlib's ResNet reaches about half SFace's
+# rank-1 on East-Asian faces (docs/accuracy.md).
 EMBEDDERS: dict[str, tuple[str, ...]] = {"sface": ("face_embedder",), "dlib": ("face_embedder_dlib",),
                                          "sface+edgeface": ("face_embedder", "face_embedder_edgeface")}
-DEFAULT_EMBEDDER = "sface"
 # SFace's share of a bare face's fused score (the rest is EdgeFace-XS's): 0.5 gave the most bare walk-ups at the
 # stranger target of 0.3-0.7 tried on real-masked-dev (docs/accuracy.md). Part of the fused model's identity.
 FUSION_WEIGHT = 0.5

@@ -37,11 +37,13 @@ step() {  # step NAME CMD...: run, time, report
 echo "arm64 root: $(. /etc/os-release; echo "$PRETTY_NAME"), $(uname -m) (qemu: ${QEMU_CPU:-max}), $(python3 --version)," \
      "Debian numpy $(python3 -c 'import numpy; print(numpy.__version__)')"
 
-embeddings() {  # 2. every dev photo through both embedders, for the host to compare with its own
+embeddings() {  # 2. every dev photo through every embedder, for the host to compare with its own
     cd "$APP" || return 1
-    step "embeddings-$CPU-sface" .venv/bin/python scripts/embeddings.py dump "$FACES" --out "$OUT/emb-$CPU-sface.json"
-    step "embeddings-$CPU-dlib" .venv/bin/python scripts/embeddings.py dump "$FACES" --out "$OUT/emb-$CPU-dlib.json" \
-        --embedder dlib
+    local e
+    for e in sface dlib sface+edgeface; do
+        step "embeddings-$CPU-$e" .venv/bin/python scripts/embeddings.py dump "$FACES" --out "$OUT/emb-$CPU-$e.json" \
+            --embedder "$e"
+    done
 }
 if [ $EMBEDDINGS_ONLY = 1 ]; then
     embeddings

@@ -49,7 +49,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_app.config import EMBEDDER_NAMES  # noqa: E402
+from edge_app.config import DEFAULT_EMBEDDER, EMBEDDER_NAMES  # noqa: E402
 from edge_app.errors import ImageError  # noqa: E402
 from edge_app.hardware.pi import board, os_release  # noqa: E402
 from edge_app.imageio import read_image  # noqa: E402
@@ -579,7 +579,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-eyes", action="store_true",
                     help="align on the detector's eye points, without the eye-landmark model (the baseline)")
     ap.add_argument("--detector", choices=tuple(DETECTOR_KINDS), default="short", help="BlazeFace variant (short)")
-    ap.add_argument("--embedder", choices=EMBEDDER_NAMES, default="sface", help="embedder of the model set (sface)")
+    ap.add_argument("--embedder", choices=EMBEDDER_NAMES, default=DEFAULT_EMBEDDER,
+                    help=f"embedder of the model set ({DEFAULT_EMBEDDER})")
     ap.add_argument("--models", type=Path, help="models folder (default: $EDGE_APP_MODELS or the bundled ones)")
     ap.add_argument("--data", type=Path, default=DATA_ROOT,
                     help="shared data folder (default $EDGE_APP_DATA or <repo>/../shared/data)")

@@ -66,14 +66,14 @@ def compare(a: dict[str, object], b: dict[str, object], min_cosine: float) -> tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge_app.config import EMBEDDER_NAMES
+    from edge_app.config import DEFAULT_EMBEDDER, EMBEDDER_NAMES
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("dump")
     d.add_argument("folder", type=Path)
     d.add_argument("--out", type=Path, required=True)
-    d.add_argument("--embedder", choices=EMBEDDER_NAMES, default="sface")
+    d.add_argument("--embedder", choices=EMBEDDER_NAMES, default=DEFAULT_EMBEDDER)
     c = sub.add_parser("compare")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)

@@ -55,7 +55,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_app.config import EMBEDDER_NAMES  # noqa: E402
+from edge_app.config import DEFAULT_EMBEDDER, EMBEDDER_NAMES  # noqa: E402
 from edge_app.errors import ImageError, InputNotFoundError  # noqa: E402
 from edge_app.imageio import is_image_path, read_image  # noqa: E402
 from scripts import evalkit, openset_run  # noqa: E402
@@ -626,7 +626,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--detector", choices=("short", "full"), default="short", help="BlazeFace variant")
     ap.add_argument("--models", type=Path, help="models folder (default: $EDGE_APP_MODELS or the bundled ones)")
     ap.add_argument("--threads", type=int, default=2, help="TFLite threads")
-    ap.add_argument("--embedder", choices=EMBEDDER_NAMES, default="sface", help="which embedder of the model set")
+    ap.add_argument("--embedder", choices=EMBEDDER_NAMES, default=DEFAULT_EMBEDDER,
+                    help="which embedder of the model set")
     ap.add_argument("--json", metavar="PATH", help="write everything as JSON ('-': to stdout instead of the text)")
     ap.add_argument("--roc", type=Path, metavar="PATH.png", help="write the ROC curve")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -37,7 +37,8 @@ def test_enrol_writes_plain_and_masked_templates_of_the_kiosk_models(tmp_path, c
     assert "dlib_2008_002506.jpg: 3 faces found" in err
     doc = json.loads(out.read_text())
     t = doc["templates"]
-    assert doc["name"] == "Obama" and t["model_sha"] == model_set.embedder_sha and t["dim"] == 128
+    assert doc["name"] == "Obama" and t["model_sha"] == model_set.embedder_sha
+    assert t["dim"] == model_set.embedder_dim == 640
     assert (len(t["plain"]), len(t["masked"])) == (1, 3)
     assert out.stat().st_mode & 0o777 == 0o600  # templates are biometric data, whatever the umask
 

@@ -78,8 +78,9 @@ def test_enrol_masked_is_refused_for_calibration_and_out_of_range(people, capsys
 
 
 def test_tnorm_cohort_file_is_checked_before_any_photo_is_embedded(people, tmp_path, capsys):
-    """--tnorm: a wrong cohort file is refused with its name and the fault, exit 2, and nothing embedded."""
-    ms = ModelSet()
+    """--tnorm: a wrong cohort file is refused with its name and the fault, exit 2, and nothing embedded (t-norm is an
+    experiment on one network's embeddings: SFace's here; the fused default embedder refuses it by name)."""
+    ms = ModelSet(embedder="sface")
     dim = ms.pipeline(mask=False).embedder.dim
     cache = tmp_path / "cache"
     good = np.zeros((4, dim), np.float32)
@@ -104,11 +105,15 @@ def test_tnorm_cohort_file_is_checked_before_any_photo_is_embedded(people, tmp_p
             np.save(path, good)
         else:
             np.savez(path, **arrays)
-        code = evaluate.main(["--openset", str(people), "--tnorm", str(path), "--cache", str(cache), "--no-progress"])
+        code = evaluate.main(["--openset", str(people), "--embedder", "sface", "--tnorm", str(path), "--cache",
+                              str(cache), "--no-progress"])
         err = capsys.readouterr().err
         assert code == 2 and str(path) in err and expect[name] in err, (name, err)
     np.savez(tmp_path / "ok.npz", plain=good, masked=good, embedder_sha256=np.array(ms.embedder_sha))
-    code = evaluate.main(["--openset", str(people), "--tnorm", str(tmp_path / "ok.npz"), "--tnorm-top", "5",
-                          "--cache", str(cache), "--no-progress"])
+    code = evaluate.main(["--openset", str(people), "--embedder", "sface", "--tnorm", str(tmp_path / "ok.npz"),
+                          "--tnorm-top", "5", "--cache", str(cache), "--no-progress"])
     assert code == 2 and "--tnorm-top must be in 1..4" in capsys.readouterr().err
+    code = evaluate.main(["--openset", str(people), "--tnorm", str(tmp_path / "ok.npz"), "--cache", str(cache),
+                          "--no-progress"])
+    assert code == 2 and "--tnorm is not defined for the fused embedder sface+edgeface" in capsys.readouterr().err
     assert not cache.exists() or not list(cache.glob("openset-*.npz"))

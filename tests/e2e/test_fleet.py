@@ -226,11 +226,12 @@ def test_admin_options_before_the_command_and_replace_from_a_gallery_export(kios
     rng = np.random.default_rng(7)
     with Gallery(tmp / "site.db") as g:
         g.add_person("Ana Lima", note="front desk")
-        g.add_templates("Ana Lima", rng.normal(size=(3, 128)), model_sha=model_set.embedder_sha,
+        g.add_templates("Ana Lima", rng.normal(size=(3, model_set.embedder_dim)), model_sha=model_set.embedder_sha,
                         masked=[False, True, True])
         g.add_person("Bo", active=False, valid_until="2030-01-01",
                      schedule=[{"days": ["mon", "fri"], "start": "08:00", "end": "18:00"}])
-        g.add_templates("Bo", rng.normal(size=(1, 128)), model_sha=model_set.embedder_sha, masked=[False])
+        g.add_templates("Bo", rng.normal(size=(1, model_set.embedder_dim)), model_sha=model_set.embedder_sha,
+                       masked=[False])
     export = subprocess.run([str(BIN / "edge-app"), "gallery", "export", "--db", str(tmp / "site.db"),
                              str(tmp / "site.json")], capture_output=True, text=True, timeout=60)
     assert export.returncode == 0, export.stderr

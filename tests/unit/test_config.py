@@ -71,8 +71,8 @@ def test_empty_file_is_all_defaults(tmp_path):
     assert cfg == DEFAULT == Config()
     assert cfg.recognition == RecognitionConfig(threshold=None, masked_threshold=None, masked_gallery=None,
                                                 mask_probability=0.5, require_mask=False,
-                                                masked_templates_per_photo=3, detector="short", embedder="sface",
-                                                threads=2)
+                                                masked_templates_per_photo=3, detector="short",
+                                                embedder="sface+edgeface", threads=2)
     assert cfg.gallery.path is None and cfg.models.dir is None
     assert cfg.source == tmp_path / "config.toml"
     assert parse_config("").source is None

@@ -29,6 +29,16 @@ def fused(fused_set):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
+def sface_set() -> ModelSet:
+    return ModelSet(embedder="sface")
+
+
+@pytest.fixture(scope="module")
+def sface_pipe(sface_set):  # type: ignore[no-untyped-def]
+    return sface_set.pipeline(num_threads=2)
+
+
+@pytest.fixture(scope="module")
 def parts(fused_set):  # type: ignore[no-untyped-def]
     """The two networks on their own, loaded from the same files."""
     return tuple(FaceEmbedder(fused_set.load(p)) for p in fused_set.embedder_parts)
@@ -70,10 +80,10 @@ def test_a_masked_face_is_sfaces_embedding_alone(fused, parts, rgb):
     np.testing.assert_allclose(b[:d] / np.linalg.norm(b[:d]), sface.embed(c), atol=1e-6)
 
 
-def test_fused_identity_names_both_models_and_the_weight(fused_set, model_set, monkeypatch):
+def test_fused_identity_names_both_models_and_the_weight(fused_set, sface_set, monkeypatch):
     sha = fused_set.embedder_sha
     assert len(sha) == 64 and sha not in {fused_set.info(p).sha256 for p in fused_set.embedder_parts}
-    assert sha != model_set.embedder_sha and fused_set.embedder_dim == 128 + 512
+    assert sha != sface_set.embedder_sha and fused_set.embedder_dim == 128 + 512
     assert fused_set.embedder_entry == "face_embedder+face_embedder_edgeface"
     # Templates made with another fusion weight are another model's: the identity changes with it.
     monkeypatch.setattr("edge_app.models.FUSION_WEIGHT", 0.6)
@@ -122,12 +132,12 @@ def test_matcher_prefix_is_the_first_networks_gallery(tmp_path):
             full.prefix(bad)
 
 
-def test_masked_faces_score_as_with_sface_alone_bare_faces_fused(fused, fused_set, pipeline, model_set, rgb,
+def test_masked_faces_score_as_with_sface_alone_bare_faces_fused(fused, fused_set, sface_pipe, sface_set, rgb,
                                                                   faces_dev, tmp_path):
     """One gallery per embedder from the same enrolment photos: a masked probe gets SFace's own score from
     the fused gallery, a bare probe the fused score."""
     recognizers = {}
-    for key, pipe, ms in (("fused", fused, fused_set), ("sface", pipeline, model_set)):
+    for key, pipe, ms in (("fused", fused, fused_set), ("sface", sface_pipe, sface_set)):
         with Gallery(tmp_path / f"{key}.db") as g:
             for name, photo in (("Obama", "obama.jpg"), ("Biden", "biden.jpg")):
                 r = embed_photo(pipe, faces_dev / photo, n_masked=2)
@@ -139,7 +149,7 @@ def test_masked_faces_score_as_with_sface_alone_bare_faces_fused(fused, fused_se
         assert matcher.dim == pipe.embedder.dim
         recognizers[key] = Recognizer(pipe, matcher, RecognitionPolicy(0.3, 0.3))
     img = rgb("obama2.jpg")
-    face = pipeline.process(img, max_faces=1)[0]
+    face = sface_pipe.process(img, max_faces=1)[0]
     rng = np.random.default_rng(5)
     frame = kiosk_frame(draw_mask(img, face.detection.keypoints, random_style(rng, "surgical"), rng),
                         face.detection.box)

@@ -46,7 +46,7 @@ def masked_frame(pipeline, img, kind, seed):  # type: ignore[no-untyped-def]
 
 def test_calibrated_thresholds_come_from_the_manifest(model_set):
     t = model_set.thresholds()
-    rec = model_set.manifest["recognition"]["face_embedder"]
+    rec = model_set.manifest["recognition"][model_set.embedder_entry]
     assert (t.plain, t.masked, t.margin, t.masked_margin) == (
         rec["threshold"], rec["masked_threshold"], rec["margin"], rec["masked_margin"])
     assert t.masked_gallery == rec["masked_gallery"] and t.embedder_sha256 == model_set.embedder_sha
@@ -169,7 +169,7 @@ def test_policy_rejects_out_of_range_thresholds():
 
 def test_thresholds_missing_foreign_or_malformed(models_copy, caplog):
     edit_manifest(models_copy, lambda m: m["recognition"].pop("face_embedder"))
-    assert ModelSet(models_copy).thresholds() == FALLBACK_THRESHOLDS
+    assert ModelSet(models_copy, embedder="sface").thresholds() == FALLBACK_THRESHOLDS
     assert "no calibrated thresholds" in caplog.text
 
     def foreign(m):  # type: ignore[no-untyped-def]
@@ -177,14 +177,14 @@ def test_thresholds_missing_foreign_or_malformed(models_copy, caplog):
 
     edit_manifest(models_copy, foreign)
     with pytest.raises(ModelError, match="calibrated for embedder abababababab"):
-        ModelSet(models_copy).thresholds()
+        ModelSet(models_copy, embedder="sface").thresholds()
 
     def malformed(m):  # type: ignore[no-untyped-def]
         m["recognition"]["face_embedder"] = {"threshold": "high", "masked_threshold": 0.9, "embedder_sha256": "x"}
 
     edit_manifest(models_copy, malformed)
     with pytest.raises(ModelError, match="bad 'recognition' thresholds"):
-        ModelSet(models_copy).thresholds()
+        ModelSet(models_copy, embedder="sface").thresholds()
 
     def bad_gallery(m):  # type: ignore[no-untyped-def]
         m["recognition"]["face_embedder"] = {"threshold": 0.5, "masked_threshold": 0.5, "masked_gallery": "xyz",
@@ -192,7 +192,7 @@ def test_thresholds_missing_foreign_or_malformed(models_copy, caplog):
 
     edit_manifest(models_copy, bad_gallery)
     with pytest.raises(ModelError, match="masked_gallery 'xyz' is not one of"):
-        ModelSet(models_copy).thresholds()
+        ModelSet(models_copy, embedder="sface").thresholds()
 
 
 def test_margin_refuses_a_face_close_to_two_enrolled_people(pipeline, model_set, faces_dev, tmp_path):
