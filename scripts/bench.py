@@ -55,6 +55,7 @@ from edge_app.hardware.pi import board, os_release  # noqa: E402
 from edge_app.imageio import read_image  # noqa: E402
 from edge_app.models import DETECTOR_KINDS, ModelSet  # noqa: E402
 from edge_app.vision.cascade import FaceCascade  # noqa: E402
+from edge_app.vision.embedder import FaceEmbedder  # noqa: E402
 from edge_app.vision.eyes import EyeLandmarks  # noqa: E402
 from edge_app.vision.liveness import LivenessChecker  # noqa: E402
 from edge_app.vision.pipeline import Pipeline, StageTimes  # noqa: E402
@@ -239,7 +240,9 @@ def model_kernels(pipe: Pipeline) -> dict[str, str]:
         out["eyes"] = str(pipe.eyes.model.kernels())
     if pipe.mask_classifier is not None:
         out["mask"] = str(pipe.mask_classifier.model.kernels())
-    out["embedder"] = str(pipe.embedder.model.kernels())
+    nets = [pipe.embedder] if isinstance(pipe.embedder, FaceEmbedder) else [pipe.embedder.first, pipe.embedder.second]
+    for i, net in enumerate(nets):
+        out["embedder" if i == 0 else f"embedder_{i + 1}"] = str(net.model.kernels())
     if pipe.liveness is not None:
         for net in pipe.liveness.nets:
             out[net.model.path.stem] = str(net.model.kernels())

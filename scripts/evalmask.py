@@ -162,15 +162,27 @@ def person_scores(probes: np.ndarray, templates: np.ndarray, tpid: np.ndarray, n
     return out
 
 
-def scenario_scores(enrolled: Enrolled, probes: Probes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per scenario: (person scores (m, P), probe person index (m,))."""
+def _head(x: np.ndarray, dim: int | None) -> np.ndarray:
+    """The first ``dim`` components of each row, unit again: a fused embedder's masked faces are matched on them."""
+    if dim is None or dim == x.shape[1]:
+        return x
+    h = x[:, :dim]
+    return np.asarray(h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12), np.float32)
+
+
+def scenario_scores(enrolled: Enrolled, probes: Probes, masked_dim: int | None = None
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per scenario: (person scores (m, P), probe person index (m,)). ``masked_dim``: masked probes meet the
+    templates on their first masked_dim components (vision/embedder.py FusedEmbedder; None: all)."""
     n = len(enrolled.names)
     both = np.concatenate([enrolled.plain, enrolled.masked])
     both_pid = np.concatenate([enrolled.plain_pid, enrolled.masked_pid])
+    masked_probes = _head(probes.masked, masked_dim)
     return {
         "plain": (person_scores(probes.plain, enrolled.plain, enrolled.plain_pid, n), probes.pid),
-        "masked": (person_scores(probes.masked, enrolled.plain, enrolled.plain_pid, n), probes.masked_pid),
-        "augment": (person_scores(probes.masked, both, both_pid, n), probes.masked_pid),
+        "masked": (person_scores(masked_probes, _head(enrolled.plain, masked_dim), enrolled.plain_pid, n),
+                   probes.masked_pid),
+        "augment": (person_scores(masked_probes, _head(both, masked_dim), both_pid, n), probes.masked_pid),
     }
 
 
@@ -249,7 +261,7 @@ def evaluate(pipeline: Pipeline, faces: Sequence[facedata.FaceRecord], enrol_cou
             enrolled = enrol(pipeline, eligible, k, n_masked, bar(f"{half} enrol k={k}", len(eligible)))
             n_items = sum(min(len(p.photos) - k, MAX_PROBES) for p in eligible) + len(stranger_half[half])
             probes = probe_set(pipeline, eligible, stranger_half[half], k, bar(f"{half} probes k={k}", n_items))
-            scores[half][k] = scenario_scores(enrolled, probes)
+            scores[half][k] = scenario_scores(enrolled, probes, pipeline.embedder.primary_dim)
             probes_of[half][k] = probes
     # Thresholds: the lowest cosine that keeps FAR <= target for every enrolment count (the
     # highest of the per-count thresholds), one per scenario.

@@ -26,6 +26,25 @@ def test_person_scores_take_each_persons_best_template():
     assert (s[:, 2] == -1).all()  # a person without templates never matches
 
 
+def test_masked_probes_of_a_fused_embedder_are_scored_on_the_first_networks_part():
+    """masked_dim: a masked probe and the templates it meets are cut to their first components and made unit again,
+    as the kiosk's Recognizer does (gallery.Matcher.prefix); bare probes keep the whole fused vector."""
+    a = unit([[1, 0], [0, 1], [1, 1]])  # the first network's part of three templates
+    b = unit([[0, 1, 0], [1, 0, 0], [0, 0, 1]])  # the second network's
+    h = np.sqrt(0.5)
+    templates = np.hstack([h * a, h * b]).astype(np.float32)
+    enrolled = evalmask.Enrolled(["p0", "p1", "p2"], templates, np.arange(3), templates[:0], np.arange(0))
+    masked = np.hstack([unit([[1, 0.2]]), np.zeros((1, 3))]).astype(np.float32)  # SFace alone, zeros after
+    probes = evalmask.Probes(np.array([0]), templates[:1], masked, np.array([0]), np.zeros(1), np.zeros(1))
+    cut = evalmask.scenario_scores(enrolled, probes, masked_dim=2)
+    np.testing.assert_allclose(cut["masked"][0][0], (unit([[1, 0.2]]) @ a.T)[0], atol=1e-6)
+    np.testing.assert_allclose(cut["augment"][0][0], (unit([[1, 0.2]]) @ a.T)[0], atol=1e-6)
+    whole = evalmask.scenario_scores(enrolled, probes)
+    # Uncut, the same probe would score only sqrt(0.5) of its first network's cosine.
+    np.testing.assert_allclose(whole["masked"][0][0], h * (unit([[1, 0.2]]) @ a.T)[0], atol=1e-6)
+    np.testing.assert_allclose(cut["plain"][0][0], whole["plain"][0][0])  # bare probes: the fused vector
+
+
 def test_split_scores_and_rank1_with_strangers():
     scores = np.array([[0.9, 0.2], [0.3, 0.4], [0.1, 0.95]], np.float32)
     pid = np.array([0, 0, -1])  # the last probe is a stranger
