@@ -47,9 +47,11 @@ _RULE = "edge_app.config.rule"
 
 # The embedders a model set may offer (edge_app/models.py EMBEDDERS maps them to model files). The default fuses
 # EdgeFace-XS with SFace for bare faces: 45.6 % of bare walk-ups granted against SFace's 35.7 % on real-masked-dev at
-# the same stranger rate (docs/accuracy.md); "sface" keeps a gallery enrolled before 2026-12-01 working.
+# the same stranger rate (docs/accuracy.md). "auto" (the setting's default) takes the default embedder unless the
+# gallery holds templates of another embedder only, so a gallery enrolled before an upgrade keeps opening the door.
 EMBEDDER_NAMES = ("sface", "dlib", "sface+edgeface")
 DEFAULT_EMBEDDER = "sface+edgeface"
+AUTO_EMBEDDER = "auto"
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ class RecognitionConfig:
     detector_small_faces: bool = True  # full-range pass for faces of 40-100 px
     detector_tile: float = field(default=0.5, metadata=rule(0, 1))  # squares (x frame height) if nothing found; 0: off
     detector_tile_every: int = field(default=3, metadata=rule(1, 100))  # daemon: tiles on every n-th empty frame
-    embedder: str = field(default=DEFAULT_EMBEDDER, metadata=rule(choices=EMBEDDER_NAMES))
+    embedder: str = field(default=AUTO_EMBEDDER, metadata=rule(choices=(AUTO_EMBEDDER, *EMBEDDER_NAMES)))
     threads: int = field(default=2, metadata=rule(lo=1))
 
 

@@ -50,6 +50,29 @@ MASKED_GALLERIES = ("plain", "plain+masked")
 DEFAULT_CASCADE = CascadeOptions()
 
 
+def embedder_for_gallery(directory: str | Path | None, template_counts: dict[str, int]) -> tuple[str, str | None]:
+    """What "auto" means for a gallery whose templates per model sha are ``template_counts``: the default
+    embedder, unless the gallery holds none of its templates and all of its templates belong to one other embedder
+    of this model set (a gallery enrolled before the default changed): then that one, and a warning saying how to
+    move to the default. Returns (embedder name, warning or None)."""
+    if not template_counts:
+        return DEFAULT_EMBEDDER, None
+    owners: dict[str, str] = {}
+    for e in EMBEDDERS:
+        try:
+            owners[ModelSet(directory, embedder=e).embedder_sha] = e
+        except ModelError:
+            continue  # this model set does not offer it
+    found = {owners.get(sha) for sha in template_counts}
+    name = found.pop() if len(found) == 1 else None
+    if name is None or name == DEFAULT_EMBEDDER:
+        return DEFAULT_EMBEDDER, None
+    return name, (f"the gallery's {sum(template_counts.values())} templates were made by the {name} embedder, so it "
+                  f"is used (embedder = \"auto\"); the default {DEFAULT_EMBEDDER} grants more people: enrol everyone "
+                  f"again with [recognition] embedder = \"{DEFAULT_EMBEDDER}\" to move to it, or set embedder = "
+                  f"\"{name}\" to keep this one without this warning")
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """Cosine thresholds of one embedder: plain probes against plain templates, masked probes

@@ -62,6 +62,7 @@ result() {  # result STATUS NAME DETAIL
 ensure_host_tools() {
     local need=()
     command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+    command -v arch-test >/dev/null || need+=(arch-test)  # mmdebstrap's check that the host runs arm64 (via qemu)
     [ -x /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || need+=(qemu-user-static)
     [ -f /usr/share/keyrings/debian-archive-trixie-stable.gpg ] || need+=(debian-archive-keyring)
     if [ ${#need[@]} -gt 0 ]; then

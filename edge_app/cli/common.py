@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from edge_app.config import DEFAULT, Config, load_config
+from edge_app.config import AUTO_EMBEDDER, DEFAULT, Config, load_config
 from edge_app.errors import ConfigError, GalleryError
 from edge_app.gallery.store import Gallery
 
@@ -41,7 +41,32 @@ def models(args: argparse.Namespace) -> ModelSet:
     from edge_app.models import ModelSet
 
     cfg = settings(args)
-    return ModelSet(args.models if args.models is not None else cfg.models.dir, embedder=cfg.recognition.embedder)
+    folder = args.models if args.models is not None else cfg.models.dir
+    name = cfg.recognition.embedder
+    if name == AUTO_EMBEDDER:
+        name = gallery_embedder(folder, getattr(args, "db", None))
+    return ModelSet(folder, embedder=name)
+
+
+def gallery_embedder(folder: Path | None, db: Path | None) -> str:
+    """[recognition] embedder = "auto": the embedder the gallery's templates were made with, when that is not the
+    default one (models.embedder_for_gallery); the default when the gallery is new, empty or unreadable (the
+    command itself then reports what is wrong with it)."""
+    from edge_app.config import DEFAULT_EMBEDDER
+    from edge_app.models import embedder_for_gallery
+
+    path = Path(db).expanduser() if db is not None else None
+    if path is None or not path.is_file():
+        return DEFAULT_EMBEDDER
+    try:
+        with Gallery(path, read_only=True) as g:
+            counts = g.template_counts()
+    except GalleryError:
+        return DEFAULT_EMBEDDER
+    name, warning = embedder_for_gallery(folder, counts)
+    if warning:
+        say(f"warning: {path}: {warning}")
+    return name
 
 
 def liveness_on(args: argparse.Namespace) -> bool:

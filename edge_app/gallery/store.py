@@ -631,6 +631,11 @@ class Gallery:
             template_ids=_freeze(np.array([r[0] for r in rows], dtype=np.int64)),
             names={int(r[1]): str(r[5]) for r in rows}, gallery_version=version)
 
+    def template_counts(self) -> dict[str, int]:
+        """{model sha: number of templates} over the whole gallery."""
+        rows = self._db.execute("SELECT model_sha, count(*) FROM templates GROUP BY model_sha ORDER BY model_sha")
+        return {str(r[0]): int(r[1]) for r in rows.fetchall()}
+
     def stale_template_counts(self, model_sha: str) -> dict[str, int]:
         """{other model sha: number of templates} for templates this model cannot use."""
         sha = _check_sha(model_sha)

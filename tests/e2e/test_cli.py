@@ -142,6 +142,30 @@ def test_templates_of_another_model_are_reported_not_compared(db, faces_dev, pip
     assert "\tunknown\t" in out  # the identical face is not matched through a foreign template
 
 
+def test_a_gallery_enrolled_with_sface_alone_keeps_opening_after_the_default_changed(db, faces_dev, tmp_path, capsys):
+    """embedder = "auto" (the default): a gallery whose templates are all SFace's (enrolled before the default became
+    sface+edgeface) is matched with SFace, with a warning saying how to move; set explicitly, the default embedder
+    reports those templates as another model's and matches nobody through them."""
+    old = tmp_path / "old.toml"
+    old.write_text('[recognition]\nembedder = "sface"\n')
+    assert run(capsys, "enroll", "--name", "Barack Obama", str(faces_dev / "obama.jpg"), "--config",
+               str(old))[0] == EXIT_OK
+    code, out, err = run(capsys, "recognize", str(faces_dev / "obama2.jpg"), "--json")
+    face = json.loads(out)["faces"][0]
+    assert code == EXIT_OK and face["name"] == "Barack Obama" and face["granted"], (out, err)
+    assert "made by the sface embedder, so it is used" in err and 'embedder = "sface+edgeface"' in err
+    new = tmp_path / "new.toml"
+    new.write_text('[recognition]\nembedder = "sface+edgeface"\n')
+    code, out, err = run(capsys, "recognize", str(faces_dev / "obama2.jpg"), "--json", "--config", str(new))
+    assert code == EXIT_OK and json.loads(out)["faces"][0]["name"] == "unknown"
+    assert "another embedder model" in err and "made by the sface embedder" not in err
+    # Enrolled again with the default, the gallery holds its templates: "auto" takes the default, no warning.
+    assert run(capsys, "enroll", "--name", "Barack Obama", "--replace", str(faces_dev / "obama.jpg"), "--config",
+               str(new))[0] == EXIT_OK
+    code, out, err = run(capsys, "recognize", str(faces_dev / "obama2.jpg"), "--json")
+    assert json.loads(out)["faces"][0]["name"] == "Barack Obama" and "so it is used" not in err
+
+
 def test_folder_with_a_corrupt_image_reports_and_continues(enrolled, faces_dev, tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -58,7 +58,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 @pytest.mark.parametrize("key,value,expected", [
-    ("embedder", '"arcface"', 'one of "sface", "dlib"'),
+    ("embedder", '"arcface"', 'one of "auto", "sface", "dlib", "sface+edgeface"'),
     ("masked_gallery", '"masked"', 'one of "plain", "plain+masked"'),
 ])
 def test_choice_keys_name_the_choices(key, value, expected):
@@ -72,7 +72,7 @@ def test_empty_file_is_all_defaults(tmp_path):
     assert cfg.recognition == RecognitionConfig(threshold=None, masked_threshold=None, masked_gallery=None,
                                                 mask_probability=0.5, require_mask=False,
                                                 masked_templates_per_photo=3, detector="short",
-                                                embedder="sface+edgeface", threads=2)
+                                                embedder="auto", threads=2)
     assert cfg.gallery.path is None and cfg.models.dir is None
     assert cfg.source == tmp_path / "config.toml"
     assert parse_config("").source is None

@@ -10,7 +10,7 @@ from edge_app.enrol import embed_photo
 from edge_app.errors import GalleryInputError, ModelNotFoundError
 from edge_app.gallery.matcher import Matcher
 from edge_app.gallery.store import Gallery
-from edge_app.models import EMBEDDERS, FUSION_WEIGHT, ModelSet
+from edge_app.models import EMBEDDERS, FUSION_WEIGHT, ModelSet, embedder_for_gallery
 from edge_app.recognizer import RecognitionPolicy, Recognizer
 from edge_app.vision.align import align
 from edge_app.vision.embedder import FaceEmbedder, FusedEmbedder
@@ -160,3 +160,17 @@ def test_masked_faces_score_as_with_sface_alone_bare_faces_fused(fused, fused_se
     bare = {k: r.recognize(img, max_faces=1)[0] for k, r in recognizers.items()}
     assert not bare["fused"].masked and bare["fused"].name == bare["sface"].name == "Obama"
     assert bare["fused"].score != pytest.approx(bare["sface"].score, abs=1e-3)  # EdgeFace has its say
+
+
+def test_auto_takes_the_galleries_own_embedder_only_when_it_is_not_the_default(fused_set, sface_set):
+    dlib = ModelSet(embedder="dlib").embedder_sha
+    sface, fused = sface_set.embedder_sha, fused_set.embedder_sha
+    assert embedder_for_gallery(None, {}) == ("sface+edgeface", None)  # a new gallery
+    assert embedder_for_gallery(None, {fused: 8}) == ("sface+edgeface", None)
+    name, warning = embedder_for_gallery(None, {sface: 12})
+    assert name == "sface" and warning is not None and "12 templates were made by the sface embedder" in warning
+    assert embedder_for_gallery(None, {dlib: 3})[0] == "dlib"
+    # Mixed (people being enrolled again), or templates of no embedder of this model set: the default.
+    assert embedder_for_gallery(None, {sface: 12, fused: 4}) == ("sface+edgeface", None)
+    assert embedder_for_gallery(None, {sface: 12, dlib: 3}) == ("sface+edgeface", None)
+    assert embedder_for_gallery(None, {"ab" * 32: 5}) == ("sface+edgeface", None)
