@@ -43,11 +43,20 @@ LIVENESS = ("liveness_v2", "liveness_v1se")
 # rank-1 on East-Asian faces (docs/accuracy.md).
 EMBEDDERS: dict[str, tuple[str, ...]] = {"sface": ("face_embedder",), "dlib": ("face_embedder_dlib",),
                                          "sface+edgeface": ("face_embedder", "face_embedder_edgeface")}
-# SFace's share of a bare face's fused score (the rest is EdgeFace-XS's): 0.5 gave the most bare walk-ups at the
-# stranger target of 0.3-0.7 tried on real-masked-dev (docs/accuracy.md). Part of the fused model's identity.
+# SFace's share of a bare face's fused score (the rest is EdgeFace-XS's). Bare walk-ups granted on real-masked-dev,
+# pooled, each weight calibrated to the same stranger target: float32 EdgeFace 0.3 / 0.4 / 0.5 / 0.6: 24.9 / 29.0 /
+# 27.4 / 27.6 %; the shipped int8-weight build 0.4 / 0.5: 27.2 / 28.1 % (0.4 also let 0.8 % of enrolled bare walk-ups
+# in as somebody else at K=3) — a plateau from 0.4 to 0.6 (docs/accuracy.md). Part of the fused model's identity.
 FUSION_WEIGHT = 0.5
 MASKED_GALLERIES = ("plain", "plain+masked")
 DEFAULT_CASCADE = CascadeOptions()
+
+
+def embedder_identity(shas: list[str]) -> str:
+    """The sha templates and thresholds of an embedder made of these model files are filed under."""
+    if len(shas) == 1:
+        return shas[0]
+    return hashlib.sha256(f"fused:{'+'.join(shas)}:{FUSION_WEIGHT}".encode()).hexdigest()
 
 
 def embedder_for_gallery(directory: str | Path | None, template_counts: dict[str, int]) -> tuple[str, str | None]:
@@ -170,10 +179,7 @@ class ModelSet:
     def embedder_sha(self) -> str:
         """The identity templates and thresholds are filed under: the model file's sha256, or for a fused
         embedder a sha256 of both files' and the fusion weight (a change to any of them makes new templates)."""
-        shas = [str(self._entries[p]["sha256"]) for p in self.embedder_parts]
-        if len(shas) == 1:
-            return shas[0]
-        return hashlib.sha256(f"fused:{'+'.join(shas)}:{FUSION_WEIGHT}".encode()).hexdigest()
+        return embedder_identity([str(self._entries[p]["sha256"]) for p in self.embedder_parts])
 
     @property
     def embedder_dim(self) -> int:

@@ -34,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge_app.models import EMBEDDERS, embedder_identity  # noqa: E402
 from edge_app.vision.detector import FaceDetector  # noqa: E402
 from edge_app.vision.embedder import FaceEmbedder  # noqa: E402
 from edge_app.vision.runtime import TFLiteModel  # noqa: E402
@@ -254,13 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     if "face_embedder_edgeface" in only:
         manifest["models"]["face_embedder_edgeface"] = build_edgeface(args, files, manifest)
     # Entries not rebuilt (and those of train_mask.py) are kept; thresholds calibrated for an embedder
-    # that was rebuilt are dropped, as ModelSet would refuse them (recalibrate with evaluate.py --masked).
+    # that was rebuilt are dropped, as ModelSet would refuse them (recalibrate: evaluate.py --openset ... --calibrate).
     old_path = args.out / "MANIFEST.json"
     if old_path.is_file():
         old = json.loads(old_path.read_text())
         for name, other in old.get("models", {}).items():
             manifest["models"].setdefault(name, other)
-        shas = {m["sha256"] for m in manifest["models"].values()}
+        shas = {embedder_identity([manifest["models"][p]["sha256"] for p in parts])
+                for parts in EMBEDDERS.values() if all(p in manifest["models"] for p in parts)}
         kept = {k: v for k, v in old.get("recognition", {}).items()
                 if isinstance(v, dict) and v.get("embedder_sha256") in shas}
         if kept:
