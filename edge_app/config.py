@@ -46,9 +46,10 @@ _RULE = "edge_app.config.rule"
 
 
 # The embedders a model set may offer (edge_app/models.py EMBEDDERS maps them to model files). The default fuses
-# EdgeFace-XS with SFace for bare faces: 45.6 % of bare walk-ups granted against SFace's 35.7 % on real-masked-dev at
-# the same stranger rate (docs/accuracy.md). "auto" (the setting's default) takes the default embedder unless the
-# gallery holds templates of another embedder only, so a gallery enrolled before an upgrade keeps opening the door.
+# EdgeFace-XS with SFace for bare faces: 48.1 % of bare walk-ups granted against SFace's 35.7 % on real-masked-dev
+# (K=3) at the same stranger rate (docs/accuracy.md). "auto" (the setting's default) takes the default embedder
+# unless the gallery holds templates of another embedder only, so a gallery enrolled before an upgrade keeps opening
+# the door.
 EMBEDDER_NAMES = ("sface", "dlib", "sface+edgeface")
 DEFAULT_EMBEDDER = "sface+edgeface"
 AUTO_EMBEDDER = "auto"

@@ -62,8 +62,8 @@ class FusedEmbedder:
     A masked face gets the first network's embedding alone, zeros in the second's place (and the second
     network is not run): on real masked faces the second network (EdgeFace-XS) made the fused score worse,
     on bare faces better (docs/accuracy.md). Masked faces are matched on the first ``primary_dim``
-    components of the templates (gallery.Matcher.prefix), which are the first network's unit embedding
-    whatever the face."""
+    components of the templates (gallery.Matcher.prefix): made unit again, they are the first network's
+    embedding whatever the template."""
 
     def __init__(self, first: FaceEmbedder, second: FaceEmbedder, weight: float) -> None:
         if first.chip_size != second.chip_size:
