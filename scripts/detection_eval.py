@@ -150,6 +150,15 @@ def run_one(pipe: Pipeline, frame: np.ndarray, x: float, y: float, w: float, san
     return Result(True, eye_band_ok(f.detection, x, y, w) if sanity else True, f.embedding, ms, passes)
 
 
+def pair_score(template: np.ndarray, probe: np.ndarray, head: int) -> float:
+    """Cosine of a probe with a bare template as the door compares them: a masked face of a fused embedder (zeros
+    after its first ``head`` components, vision/embedder.py) on the first network's part of both, made unit."""
+    if probe[head:].any() or head >= len(probe):
+        return float(template @ probe)
+    a, b = template[:head], probe[:head]
+    return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+
+
 # ---------------------------------------------------------------- portraits (faces-dev)
 
 def portraits(pipe: Pipeline, faces_dev: Path, widths: list[int], seed: int) -> dict[str, Any]:
@@ -167,7 +176,8 @@ def portraits(pipe: Pipeline, faces_dev: Path, widths: list[int], seed: int) -> 
         for w in widths:
             frame, (x, y, fw) = door_frame(img, box, w, rng)
             r = run_one(pipe, frame, x, y, fw, sanity=False)
-            per[w] = None if r.embedding is None else round(float(template @ r.embedding), 4)
+            per[w] = None if r.embedding is None else round(pair_score(template, r.embedding,
+                                                                          pipe.embedder.primary_dim), 4)
         out[f"{probe} vs {enrolled}"] = per
     return out
 
@@ -285,14 +295,15 @@ def templates(samples: list[Sample], table: Table) -> dict[str, tuple[int, np.nd
     return out
 
 
-def report(samples: list[Sample], table: Table, widths: list[int]) -> dict[str, Any]:
+def report(samples: list[Sample], table: Table, widths: list[int], head: int) -> dict[str, Any]:
+    """``head``: the embedder's primary_dim (pair_score)."""
     tmpl = templates(samples, table)
 
     def score(i: int, r: Result | None) -> float | None:
         t = tmpl.get(samples[i].person)
         if r is None or r.embedding is None or t is None or t[0] == i:
             return None
-        return float(t[1] @ r.embedding)
+        return pair_score(t[1], r.embedding, head)
 
     rows = []
     ref_rows = table.rows.get(str(REFERENCE_WIDTH), {})
@@ -437,7 +448,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pipe.process(samples[0].rgb)  # warm-up
     pipe.times = StageTimes()
     table = measure(pipe, samples, args.widths, args.seed)
-    out = report(samples, table, args.widths)
+    out = report(samples, table, args.widths, pipe.embedder.primary_dim)
     m = machine_info()
     out |= {"samples": len(samples), "machine": f"{m['cpu']}, {m['logical_cores']} cores, load {m['load_avg_1_5_15']}",
             "detector": "one short-range pass (baseline)" if options is None else f"cascade {options}",

@@ -174,3 +174,20 @@ def test_auto_takes_the_galleries_own_embedder_only_when_it_is_not_the_default(f
     assert embedder_for_gallery(None, {sface: 12, fused: 4}) == ("sface+edgeface", None)
     assert embedder_for_gallery(None, {sface: 12, dlib: 3}) == ("sface+edgeface", None)
     assert embedder_for_gallery(None, {"ab" * 32: 5}) == ("sface+edgeface", None)
+
+
+def test_detection_eval_scores_a_masked_probe_as_the_door_does():
+    """scripts/detection_eval.py compares probes with bare templates pairwise: a fused masked probe (zeros after SFace's
+    part) on SFace's part alone, made unit, as Matcher.prefix does; anything else by the plain cosine."""
+    from scripts.detection_eval import pair_score
+
+    rng = np.random.default_rng(2)
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    a_t, b_t, a_p, b_p = (unit(rng.normal(size=n)) for n in (4, 6, 4, 6))
+    h = np.sqrt(0.5)
+    template = np.concatenate([h * a_t, h * b_t])
+    masked = np.concatenate([a_p, np.zeros(6)])
+    bare = np.concatenate([h * a_p, h * b_p])
+    assert pair_score(template, masked, 4) == pytest.approx(float(a_t @ a_p), abs=1e-9)
+    assert pair_score(template, bare, 4) == pytest.approx(0.5 * float(a_t @ a_p) + 0.5 * float(b_t @ b_p), abs=1e-9)
+    assert pair_score(a_t, a_p, 4) == pytest.approx(float(a_t @ a_p), abs=1e-9)  # one network: the cosine
