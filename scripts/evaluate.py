@@ -273,7 +273,7 @@ class Embedder(Protocol):
 class Ours:
     key, title = "ours", "edge_app int8 TFLite"
 
-    def __init__(self, models: Path | None, detector: str, threads: int, embedder: str = "sface") -> None:
+    def __init__(self, models: Path | None, detector: str, threads: int, embedder: str = DEFAULT_EMBEDDER) -> None:
         from edge_app.models import ModelSet
 
         self.model_set = ModelSet(models, embedder=embedder)
@@ -281,7 +281,9 @@ class Ours:
         self.pipe = self.model_set.pipeline(detector=detector, num_threads=threads, embed_low_quality=True)
 
     def faces(self, rgb: np.ndarray, max_faces: int | None) -> list[tuple[Box, np.ndarray, bool | None]]:
-        return [(f.detection.box, f.embedding, f.quality.passed)
+        # Pairs are compared by one plain cosine: a face the mask classifier calls masked gets the fused embedder's
+        # whole vector too (of its eyes-aligned chip), not SFace's part alone, so every pair is on one scale.
+        return [(f.detection.box, self.pipe.embedder.embed(f.chip) if f.masked else f.embedding, f.quality.passed)
                 for f in self.pipe.process(rgb, max_faces) if f.embedding is not None]
 
 
