@@ -206,11 +206,15 @@ host_embeddings() {  # host_embeddings SUITE -> $CACHE/out-SUITE/host-emb-{sface
 }
 
 compare_embeddings() {  # compare_embeddings SUITE LABEL
-    local suite=$1 label=$2 out=$CACHE/out-$1 e min
+    local suite=$1 label=$2 out=$CACHE/out-$1 e min bound
     for e in sface dlib sface+edgeface; do
+        # EdgeFace-XS's int8 weights are run by XNNPACK's dynamically quantized kernels, which round differently on
+        # ARM and x86 (its part: cosine ~0.997). The bound for the fused vector is what the shipped build already is
+        # from float32 on x86 (0.995), a distance the door protocol showed harmless (docs/arm64.md).
+        bound=0.999; [ "$e" = sface+edgeface ] && bound=0.995
         if [ -f "$out/emb-$label-$e.json" ] && [ -f "$out/host-emb-$e.json" ] && PYTHONPATH=$REPO "$HOST_PY" \
                 "$REPO/scripts/embeddings.py" compare "$out/emb-$label-$e.json" "$out/host-emb-$e.json" \
-                --min-cosine 0.999 > "$out/compare-$label-$e.txt"; then
+                --min-cosine "$bound" > "$out/compare-$label-$e.txt"; then
             min=$(grep -v 'quality gates' "$out/compare-$label-$e.txt" | grep -oE 'cosine [0-9.]+' | cut -d' ' -f2 \
                   | sort -n | head -1)
             result PASS "$suite:$label-vs-x86-$e" "$(grep -v 'quality gates' "$out/compare-$label-$e.txt" \
