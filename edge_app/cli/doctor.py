@@ -58,8 +58,30 @@ def check_models(args: argparse.Namespace) -> tuple[str, str]:
     mask = "with" if pipe.mask_classifier is not None else "WITHOUT"
     live = "liveness on" if pipe.liveness is not None else "liveness OFF"
     eyes = "eye centres from the eye-landmark model" if pipe.eyes is not None else "eye centres from the detector ONLY"
-    return OK, (f"{len(names)} models match MANIFEST.json in {ms.dir}; {ms.embedder} embedder, {mask} mask status, "
-                f"{eyes}, {live}; runtime {runtime_name()}")
+    status, usable = gallery_templates(args.db, ms.embedder_sha, ms.embedder)
+    return status, (f"{len(names)} models match MANIFEST.json in {ms.dir}; {ms.embedder} embedder, {mask} mask "
+                    f"status, {eyes}, {live}; runtime {runtime_name()}{usable}")
+
+
+def gallery_templates(db: Path | None, sha: str, embedder: str) -> tuple[str, str]:
+    """Whether the gallery's templates are the embedder's: templates of another embedder are never compared, and a
+    gallery holding only those opens the door for nobody (a WARN, not a FAIL: enrolling again fixes it)."""
+    from edge_app.errors import GalleryError
+    from edge_app.gallery.store import Gallery
+
+    if db is None or not Path(db).expanduser().is_file():
+        return OK, ""
+    try:
+        with Gallery(Path(db).expanduser(), read_only=True) as g:
+            counts = g.template_counts()
+    except GalleryError:
+        return OK, ""  # the sqlite check reports what is wrong with the file
+    usable, other = counts.get(sha, 0), sum(n for s, n in counts.items() if s != sha)
+    if other and not usable:
+        return WARN, (f"; the gallery's {other} template(s) are all another embedder's: nobody is recognised with "
+                      f"{embedder} (set [recognition] embedder = \"auto\", or enrol everyone again)")
+    ignored = f", {other} of another (ignored)" if other else ""
+    return OK, f"; gallery: {usable} template(s) of this embedder{ignored}"
 
 
 def check_camera(cfg: Config, source_spec: str | None) -> tuple[str, str]:

@@ -144,3 +144,26 @@ def test_models_check_fails_when_liveness_is_on_and_its_networks_are_missing(tmp
     code, out = run(capsys, "doctor", "--config", str(cfg), "--json", "--skip", "camera,gpio,mqtt,sqlite,clock,disk")
     rows = {c["check"]: c for c in json.loads(out)["checks"]}
     assert code == EXIT_OK and "liveness OFF" in rows["models"]["detail"]
+
+
+def test_models_check_warns_when_the_gallery_holds_only_another_embedders_templates(tmp_path, capsys, faces_dev):
+    """A gallery the configured embedder cannot use opens the door for nobody: doctor says so (WARN) and how to fix
+    it; with embedder = "auto" the same gallery is used through its own embedder and the check is OK."""
+    db = tmp_path / "gallery.db"
+    old = tmp_path / "old.toml"
+    old.write_text(f'[recognition]\nembedder = "sface"\n[gallery]\npath = "{db}"\n')
+    assert main(["enroll", "--config", str(old), "--name", "Obama", str(faces_dev / "obama.jpg")]) == EXIT_OK
+    skip = "camera,gpio,mqtt,sqlite,clock,disk,coral"
+    fused = tmp_path / "fused.toml"
+    fused.write_text(f'[recognition]\nembedder = "sface+edgeface"\n[gallery]\npath = "{db}"\n')
+    capsys.readouterr()
+    code, out = run(capsys, "doctor", "--config", str(fused), "--json", "--skip", skip)
+    models = next(c for c in json.loads(out)["checks"] if c["check"] == "models")
+    assert code == EXIT_OK and models["status"] == "warn", models
+    assert "4 template(s) are all another embedder's: nobody is recognised with sface+edgeface" in models["detail"]
+    auto = tmp_path / "auto.toml"
+    auto.write_text(f'[gallery]\npath = "{db}"\n')
+    code, out = run(capsys, "doctor", "--config", str(auto), "--json", "--skip", skip)
+    models = next(c for c in json.loads(out)["checks"] if c["check"] == "models")
+    assert models["status"] == "ok" and "sface embedder" in models["detail"], models
+    assert "gallery: 4 template(s) of this embedder" in models["detail"]
