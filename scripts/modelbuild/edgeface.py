@@ -4,10 +4,10 @@ EdgeFace-XS is timm's EdgeNeXt-XS with a 512-d head, trained by Idiap with CosFa
 (George et al., "EdgeFace", IEEE T-BIOM 2024). The only checkpoint a repository snapshot carries
 (files over 4 MiB are left out) is Idiap's dynamically quantised one, `edgeface_xs_q.pt` (Linear
 weights int8, everything else float32), as committed in a mirror of Idiap's repository
-(SOURCE below). The network is built here from timm's definition (timm 0.9.x: later releases need
-torchvision), the int8 Linear weights are dequantised into it (w = scale * (q - zero_point), per
-tensor), and the float model is exported: PyTorch -> ONNX -> onnxsim -> onnx2tf (Erf, in GELU,
-replaced so every op maps to a TFLite builtin) -> TFLite. The checkpoint is read from its path
+(SOURCE below). The network is built here from timm's definition (built with timm 0.6.13; timm imports
+torchvision, so torch 2.14.1 with torchvision 0.29.1), the int8 Linear weights are dequantised into it
+(w = scale * (q - zero_point), per tensor), and the float model is exported: PyTorch -> ONNX -> onnxsim ->
+onnx2tf (Erf, in GELU, replaced so every op maps to a TFLite builtin) -> TFLite. The checkpoint is read from its path
 (--edgeface or $EDGE_APP_EDGEFACE), never copied into the repository.
 
 Input: NHWC 1x112x112x3 RGB, raw pixels 0..255 as float32, the same aligned chip as SFace's (both
@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .quant import saved_model_to_tflite
+from .minifasnet import NHWCWrapper, latencies
+from .quant import onnx_to_saved_model, saved_model_to_tflite
 from .tflite_edit import float_depthwise
 
 log = logging.getLogger(__name__)
@@ -147,29 +148,16 @@ def published_torch(net: Any) -> Any:
     return torch.ao.quantization.quantize_dynamic(copy.deepcopy(net), {torch.nn.Linear}, dtype=torch.qint8).eval()
 
 
-class Wrapped:
-    """NHWC raw RGB 0..255 in (as the kiosk's chips are), normalised inside the graph as EdgeFace was trained."""
-
-    @staticmethod
-    def wrap(net: Any) -> Any:
-        from torch import nn
-
-        class Net(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.net = net
-
-            def forward(self, x: Any) -> Any:
-                return self.net(x.permute(0, 3, 1, 2) / 127.5 - 1.0)
-
-        return Net().eval()
+def normalise(x: Any) -> Any:
+    """Raw pixels 0..255 -> [-1, 1], inside the graph, as EdgeFace was trained."""
+    return x / 127.5 - 1.0
 
 
 def torch_embeddings(net: Any, chips: np.ndarray) -> np.ndarray:
     """NHWC uint8 RGB chips -> unit embeddings (N, 512) from PyTorch (``net`` unwrapped)."""
     import torch
 
-    wrapped = Wrapped.wrap(net)
+    wrapped = NHWCWrapper.wrap(net, normalise)
     with torch.no_grad():
         out = np.concatenate([wrapped(torch.from_numpy(chips[i:i + 32].astype(np.float32))).numpy()
                               for i in range(0, len(chips), 32)])
@@ -183,7 +171,7 @@ def to_onnx(net: Any, path: Path) -> Path:
     from onnxsim import simplify
 
     raw = path.with_suffix(".raw.onnx")
-    torch.onnx.export(Wrapped.wrap(net), (torch.zeros(1, CHIP, CHIP, 3),), str(raw), opset_version=17,
+    torch.onnx.export(NHWCWrapper.wrap(net, normalise), (torch.zeros(1, CHIP, CHIP, 3),), str(raw), opset_version=17,
                       input_names=["input"], output_names=["embedding"], dynamo=False)
     model, ok = simplify(onnx.load(str(raw)))
     if not ok:
@@ -193,18 +181,8 @@ def to_onnx(net: Any, path: Path) -> Path:
 
 
 def to_saved_model(onnx_path: Path, chips: np.ndarray, work: Path) -> Path:
-    """onnx2tf in `work` (it wants a calibration sample there or downloads one; this machine reaches package
-    registries only); -kat keeps our NHWC input; -rtpo Erf replaces GELU's Erf with builtin ops."""
-    import cv2
-
-    twenty = np.resize(chips, (20, *chips.shape[1:]))
-    sample = np.stack([cv2.resize(c, (128, 128)) for c in twenty]).astype(np.float32) / 255.0
-    np.save(work / "calibration_image_sample_data_20x128x128x3_float32.npy", sample)
-    out = work / "edgeface_saved_model"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    subprocess.run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out), "-b", "1", "-n",
-                    "-kat", "input", "-rtpo", "Erf"], check=True, cwd=work, env=env, stdout=subprocess.DEVNULL)
-    return out
+    """onnx2tf: -kat keeps our NHWC input; -rtpo Erf replaces GELU's Erf with builtin ops."""
+    return onnx_to_saved_model(onnx_path, chips, work, "-kat", "input", "-rtpo", "Erf")
 
 
 def tflite_embeddings(path: Path, chips: np.ndarray) -> np.ndarray:
@@ -237,8 +215,6 @@ def build(out: Path, detector: Any, files: list[Path], geometry: Any, checkpoint
     """Write out/face_embedder_edgeface.tflite and return its manifest entry."""
     from edge_app.vision.align import TEMPLATE_POINTS
     from edge_app.vision.runtime import TFLiteModel
-
-    from .minifasnet import latencies
 
     chips = real_chips(detector, files, geometry)
     calib, held = chips[::2], chips[1::2]

@@ -16,9 +16,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import numpy as np
 
 from scripts.common import DATA_ROOT
 
-from .quant import saved_model_to_tflite
+from .quant import onnx_to_saved_model, saved_model_to_tflite
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +171,11 @@ def build_torch(state: dict[str, Any], se: bool) -> Any:
 
 
 class NHWCWrapper:
-    """The exported graph takes NHWC (as TFLite does) so onnx2tf keeps the layout without guessing."""
+    """The exported graph takes NHWC (as TFLite does) so onnx2tf keeps the layout without guessing; ``prep``, if
+    given, is applied to the NCHW input inside the graph (EdgeFace's normalisation)."""
 
     @staticmethod
-    def wrap(net: Any) -> Any:
+    def wrap(net: Any, prep: Callable[[Any], Any] | None = None) -> Any:
         from torch import nn
 
         class Wrapped(nn.Module):
@@ -184,7 +184,8 @@ class NHWCWrapper:
                 self.net = net
 
             def forward(self, x: Any) -> Any:
-                return self.net(x.permute(0, 3, 1, 2))
+                x = x.permute(0, 3, 1, 2)
+                return self.net(x if prep is None else prep(x))
 
         return Wrapped().eval()
 
@@ -207,18 +208,8 @@ def to_onnx(net: Any, path: Path) -> None:
 
 
 def to_saved_model(onnx_path: Path, crops: np.ndarray, work: Path) -> Path:
-    """onnx2tf in `work`; -kat keeps our NHWC input as it is (no transpose inserted). It wants a
-    calibration sample in `work` or downloads one, and this machine reaches package registries only."""
-    import cv2
-
-    twenty = np.resize(crops, (20, *crops.shape[1:]))  # repeated if fewer
-    sample = np.stack([cv2.resize(c, (128, 128)) for c in twenty]).astype(np.float32) / 255.0
-    np.save(work / "calibration_image_sample_data_20x128x128x3_float32.npy", sample)  # the name onnx2tf looks for
-    out = work / (onnx_path.stem + "_saved_model")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    subprocess.run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out), "-b", "1", "-n",
-                    "-kat", "input"], check=True, cwd=work, env=env, stdout=subprocess.DEVNULL)
-    return out
+    """onnx2tf; -kat keeps our NHWC input as it is (no transpose inserted)."""
+    return onnx_to_saved_model(onnx_path, crops, work, "-kat", "input")
 
 
 def _model_input(m: Any, crop: np.ndarray) -> np.ndarray:

@@ -1,9 +1,14 @@
-"""TFLite conversion settings shared by the build scripts (dlib ResNet, SFace, MiniFASNet, mask classifier):
-full int8 (int8 weights and activations, raw uint8 pixels in), and SavedModel -> TFLite at a chosen precision."""
+"""TFLite conversion settings shared by the build scripts (dlib ResNet, SFace, MiniFASNet, EdgeFace, mask classifier):
+full int8 (int8 weights and activations, raw uint8 pixels in), ONNX -> SavedModel by onnx2tf, and SavedModel ->
+TFLite at a chosen precision."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,3 +52,19 @@ def saved_model_to_tflite(saved_model: Any, precision: str, calib: Iterable[np.n
     elif precision != "float32":
         raise ValueError(f"unknown precision {precision!r}")
     return bytes(conv.convert())
+
+
+def onnx_to_saved_model(onnx_path: Path, images: np.ndarray, work: Path, *flags: str) -> Path:
+    """onnx2tf in `work`, with its extra ``flags`` (e.g. -kat input: keep our NHWC input as it is). onnx2tf wants a
+    calibration sample in `work` or downloads one, and this machine reaches package registries only: 20 of
+    ``images`` (repeated if fewer) at 128 px, pixel/255, under the name it looks for."""
+    import cv2
+
+    twenty = np.resize(images, (20, *images.shape[1:]))
+    sample = np.stack([cv2.resize(c, (128, 128)) for c in twenty]).astype(np.float32) / 255.0
+    np.save(work / "calibration_image_sample_data_20x128x128x3_float32.npy", sample)
+    out = work / (onnx_path.stem + "_saved_model")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out), "-b", "1", "-n", *flags],
+                   check=True, cwd=work, env=env, stdout=subprocess.DEVNULL)
+    return out
