@@ -45,6 +45,7 @@ from edge_app.imageio import read_image  # noqa: E402
 from edge_app.models import ModelSet  # noqa: E402
 from edge_app.vision.cascade import CascadeOptions, FaceCascade  # noqa: E402
 from edge_app.vision.detector import Detection  # noqa: E402
+from edge_app.vision.embedder import first_part  # noqa: E402
 from edge_app.vision.pipeline import Face, Pipeline, StageTimes  # noqa: E402
 from scripts.bench import door_frame, positive_int, spread_order, summary  # noqa: E402
 from scripts.common import DATA_ROOT, UsageError, image_files, not_rmfrd, run_main  # noqa: E402
@@ -155,8 +156,7 @@ def pair_score(template: np.ndarray, probe: np.ndarray, head: int) -> float:
     after its first ``head`` components, vision/embedder.py) on the first network's part of both, made unit."""
     if probe[head:].any() or head >= len(probe):
         return float(template @ probe)
-    a, b = template[:head], probe[:head]
-    return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+    return float(first_part(template, head) @ first_part(probe, head))
 
 
 # ---------------------------------------------------------------- portraits (faces-dev)

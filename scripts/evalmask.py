@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edge_app.enrol import masked_embeddings
+from edge_app.vision.embedder import first_part
 from edge_app.vision.pipeline import Pipeline
 from edge_app.vision.synth_mask import draw_mask, random_style
 from scripts import evalkit, facedata
@@ -164,10 +165,7 @@ def person_scores(probes: np.ndarray, templates: np.ndarray, tpid: np.ndarray, n
 
 def _head(x: np.ndarray, dim: int | None) -> np.ndarray:
     """The first ``dim`` components of each row, unit again: a fused embedder's masked faces are matched on them."""
-    if dim is None or dim == x.shape[1]:
-        return x
-    h = x[:, :dim]
-    return np.asarray(h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12), np.float32)
+    return x if dim is None or dim == x.shape[1] else first_part(x, dim)
 
 
 def scenario_scores(enrolled: Enrolled, probes: Probes, masked_dim: int | None = None

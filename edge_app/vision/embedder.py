@@ -26,6 +26,13 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return np.asarray(x / np.maximum(n, 1e-12), np.float32)
 
 
+def first_part(x: np.ndarray, dim: int) -> np.ndarray:
+    """The first ``dim`` components of each embedding (last axis), made unit again (dtype kept): a fused embedder's
+    first network's embedding, on which its masked faces are matched (FusedEmbedder, gallery.Matcher.prefix)."""
+    h = np.asarray(x)[..., :dim]
+    return np.asarray(h / np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12))
+
+
 class FaceEmbedder:
     def __init__(self, model: TFLiteModel) -> None:
         shape = model.input.shape
