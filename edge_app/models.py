@@ -59,6 +59,36 @@ def embedder_identity(shas: list[str]) -> str:
     return hashlib.sha256(f"fused:{'+'.join(shas)}:{FUSION_WEIGHT}".encode()).hexdigest()
 
 
+def embedder_identities(models: dict[str, Any]) -> dict[str, str]:
+    """{identity: embedder name} of the embedders whose model files are all listed in a manifest's "models"."""
+    return {embedder_identity([str(models[p]["sha256"]) for p in parts]): name
+            for name, parts in EMBEDDERS.items() if all(p in models for p in parts)}
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """A models folder's MANIFEST.json, checked to have its "models"; errors name the file."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise ModelNotFoundError(f"model manifest not found: {path} "
+                                 "(set EDGE_APP_MODELS or run scripts/build_models.py)")
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text())
+        _ = manifest["models"]  # a manifest without its models is not one
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: not a valid model manifest ({exc})") from exc
+    return manifest
+
+
+def entry_chip_geometry(entry: dict[str, Any], where: Path) -> ChipGeometry:
+    """The aligned-chip geometry a manifest entry's input names (chip_size and chip_template)."""
+    try:
+        inp = entry["input"]
+        template = np.array([inp["chip_template"][p] for p in TEMPLATE_POINTS], np.float64)
+        return ChipGeometry(int(inp["chip_size"]), template)
+    except (KeyError, ValueError) as exc:
+        raise ModelError(f"{where}: bad chip template ({exc})") from exc
+
+
 def embedder_for_gallery(directory: str | Path | None, template_counts: dict[str, int]) -> tuple[str, str | None]:
     """What "auto" means for a gallery whose templates per model sha are ``template_counts``: the default
     embedder, unless the gallery holds none of its templates and all of its templates belong to one other embedder
@@ -66,12 +96,8 @@ def embedder_for_gallery(directory: str | Path | None, template_counts: dict[str
     move to the default. Returns (embedder name, warning or None)."""
     if not template_counts:
         return DEFAULT_EMBEDDER, None
-    owners: dict[str, str] = {}
-    for e in EMBEDDERS:
-        try:
-            owners[ModelSet(directory, embedder=e).embedder_sha] = e
-        except ModelError:
-            continue  # this model set does not offer it
+    owners = embedder_identities(read_manifest(Path(directory) if directory is not None else default_models_dir())
+                                 ["models"])
     found = {owners.get(sha) for sha in template_counts}
     name = found.pop() if len(found) == 1 else None
     if name is None or name == DEFAULT_EMBEDDER:
@@ -141,14 +167,8 @@ class ModelSet:
         self.embedder_entry = "+".join(self.embedder_parts)
         self.dir = Path(directory) if directory is not None else default_models_dir()
         manifest_path = self.dir / MANIFEST
-        if not manifest_path.is_file():
-            raise ModelNotFoundError(f"model manifest not found: {manifest_path} "
-                                     "(set EDGE_APP_MODELS or run scripts/build_models.py)")
-        try:
-            self.manifest = json.loads(manifest_path.read_text())
-            self._entries: dict[str, dict[str, Any]] = self.manifest["models"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ModelError(f"{manifest_path}: not a valid model manifest ({exc})") from exc
+        self.manifest = read_manifest(self.dir)
+        self._entries: dict[str, dict[str, Any]] = self.manifest["models"]
         missing = [p for p in self.embedder_parts if p not in self._entries]
         if missing:
             raise ModelNotFoundError(f"{manifest_path}: no {embedder} embedder ({', '.join(map(repr, missing))}) in "
@@ -191,12 +211,7 @@ class ModelSet:
 
     def chip_geometry(self, entry: str | None = None) -> ChipGeometry:
         """The aligned-chip geometry of the chosen embedder (or of another manifest entry that has one)."""
-        inp = self._entries[entry or self.embedder_parts[0]]["input"]
-        try:
-            template = np.array([inp["chip_template"][p] for p in TEMPLATE_POINTS], np.float64)
-            return ChipGeometry(int(inp["chip_size"]), template)
-        except (KeyError, ValueError) as exc:
-            raise ModelError(f"{self.dir / MANIFEST}: bad chip template ({exc})") from exc
+        return entry_chip_geometry(self._entries[entry or self.embedder_parts[0]], self.dir / MANIFEST)
 
     @property
     def has_mask_classifier(self) -> bool:

@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_app.models import EMBEDDERS, embedder_identity  # noqa: E402
+from edge_app.models import embedder_identities, entry_chip_geometry  # noqa: E402
 from edge_app.vision.detector import FaceDetector  # noqa: E402
 from edge_app.vision.embedder import FaceEmbedder  # noqa: E402
 from edge_app.vision.runtime import TFLiteModel  # noqa: E402
@@ -261,8 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(old_path.read_text())
         for name, other in old.get("models", {}).items():
             manifest["models"].setdefault(name, other)
-        shas = {embedder_identity([manifest["models"][p]["sha256"] for p in parts])
-                for parts in EMBEDDERS.values() if all(p in manifest["models"] for p in parts)}
+        shas = embedder_identities(manifest["models"])
         kept = {k: v for k, v in old.get("recognition", {}).items()
                 if isinstance(v, dict) and v.get("embedder_sha256") in shas}
         if kept:
@@ -287,14 +286,11 @@ def build_liveness(args: argparse.Namespace, dev: Path) -> dict[str, Any]:
 
 def build_edgeface(args: argparse.Namespace, files: list[Path], manifest: dict[str, Any]) -> dict[str, Any]:
     """EdgeFace-XS on SFace's chips (this build's SFace entry, else the one already in out/MANIFEST.json)."""
-    from edge_app.vision.align import TEMPLATE_POINTS, ChipGeometry
-
     checkpoint = edgeface.checkpoint_path(args.edgeface)
     entry = manifest["models"].get("face_embedder")
     if entry is None:
         entry = json.loads((args.out / "MANIFEST.json").read_text())["models"]["face_embedder"]
-    inp = entry["input"]
-    geometry = ChipGeometry(int(inp["chip_size"]), np.array([inp["chip_template"][p] for p in TEMPLATE_POINTS]))
+    geometry = entry_chip_geometry(entry, args.out / "MANIFEST.json")
     detector = FaceDetector(TFLiteModel(args.out / "face_detector.tflite"))
     with tempfile.TemporaryDirectory() as tmp:
         return edgeface.build(args.out, detector, files, geometry, checkpoint, Path(tmp))

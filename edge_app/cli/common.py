@@ -52,21 +52,25 @@ def gallery_embedder(folder: Path | None, db: Path | None) -> str:
     """[recognition] embedder = "auto": the embedder the gallery's templates were made with, when that is not the
     default one (models.embedder_for_gallery); the default when the gallery is new, empty or unreadable (the
     command itself then reports what is wrong with it)."""
-    from edge_app.config import DEFAULT_EMBEDDER
     from edge_app.models import embedder_for_gallery
 
+    name, warning = embedder_for_gallery(folder, gallery_template_counts(db) or {})
+    if warning:
+        say(f"warning: {db}: {warning}")
+    return name
+
+
+def gallery_template_counts(db: Path | None) -> dict[str, int] | None:
+    """{model sha: templates} of an existing gallery, read only; None when there is none or it cannot be read (the
+    command that uses the gallery reports what is wrong with it)."""
     path = Path(db).expanduser() if db is not None else None
     if path is None or not path.is_file():
-        return DEFAULT_EMBEDDER
+        return None
     try:
         with Gallery(path, read_only=True) as g:
-            counts = g.template_counts()
+            return g.template_counts()
     except GalleryError:
-        return DEFAULT_EMBEDDER
-    name, warning = embedder_for_gallery(folder, counts)
-    if warning:
-        say(f"warning: {path}: {warning}")
-    return name
+        return None
 
 
 def liveness_on(args: argparse.Namespace) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app.cli import EXIT_ERROR, EXIT_OK, doctor_pi
-from edge_app.cli.common import emit_json, liveness_on, models, settings
+from edge_app.cli.common import emit_json, gallery_template_counts, liveness_on, models, settings
 from edge_app.config import Config
 from edge_app.errors import EdgeAppError
 from edge_app.hardware.pi import board
@@ -66,16 +66,9 @@ def check_models(args: argparse.Namespace) -> tuple[str, str]:
 def gallery_templates(db: Path | None, sha: str, embedder: str) -> tuple[str, str]:
     """Whether the gallery's templates are the embedder's: templates of another embedder are never compared, and a
     gallery holding only those opens the door for nobody (a WARN, not a FAIL: enrolling again fixes it)."""
-    from edge_app.errors import GalleryError
-    from edge_app.gallery.store import Gallery
-
-    if db is None or not Path(db).expanduser().is_file():
+    counts = gallery_template_counts(db)  # None without a readable gallery: the sqlite check reports that
+    if counts is None:
         return OK, ""
-    try:
-        with Gallery(Path(db).expanduser(), read_only=True) as g:
-            counts = g.template_counts()
-    except GalleryError:
-        return OK, ""  # the sqlite check reports what is wrong with the file
     usable, other = counts.get(sha, 0), sum(n for s, n in counts.items() if s != sha)
     if other and not usable:
         return WARN, (f"; the gallery's {other} template(s) are all another embedder's: nobody is recognised with "
