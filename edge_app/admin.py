@@ -58,8 +58,24 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def b64(v: np.ndarray) -> str:
-    return base64.b64encode(np.asarray(v, "<f4").tobytes()).decode()
+def b64(v: np.ndarray, trim: bool = False) -> str:
+    """Base64 of a float32 vector; ``trim`` leaves out its trailing zeros (kiosks put them back for masked
+    templates: a fused embedder's masked template is zero past its first part, 80 % of the bytes)."""
+    a = np.asarray(v, "<f4")
+    if trim:
+        nonzero = np.flatnonzero(a)
+        a = a[: int(nonzero[-1]) + 1 if nonzero.size else 1]
+    return base64.b64encode(a.tobytes()).decode()
+
+
+def _trimmed(text: Any, where: str) -> str:
+    try:
+        raw = base64.b64decode(text if isinstance(text, str) else b"!", validate=True)
+    except ValueError:  # binascii.Error is one
+        raise EdgeAppError(f"{where}: 'embedding' is not base64 text") from None
+    if not raw or len(raw) % 4:
+        raise EdgeAppError(f"{where}: 'embedding' has {len(raw)} bytes, not a float32 vector")
+    return b64(np.frombuffer(raw, "<f4"), trim=True)
 
 
 def cmd_enrol(args: argparse.Namespace) -> int:
@@ -89,7 +105,8 @@ def cmd_enrol(args: argparse.Namespace) -> int:
         say(f"edge-admin: error: no usable photo of {args.name!r}; nothing written")
         return EXIT_ERROR
     doc = {"name": args.name, "templates": {"model_sha": ms.embedder_sha, "dim": pipe.embedder.dim,
-                                            "plain": [b64(e) for e in plain], "masked": [b64(e) for e in masked]}}
+                                            "plain": [b64(e) for e in plain],
+                                            "masked": [b64(e, trim=not args.full_templates) for e in masked]}}
     write_private(args.out, (json.dumps(doc) + "\n").encode())  # templates are biometric data: 0600
     say(f"{args.out}: {args.name}, {len(plain)} plain + {len(masked)} masked template(s) from "
         f"{len(photos) - skipped} photo(s), {skipped} skipped (embedder {ms.embedder_sha[:12]}…)")
@@ -271,7 +288,10 @@ def _replace_args(args: argparse.Namespace) -> dict[str, Any]:
                     raise EdgeAppError(f"{where} ({p['name']}) templates[{j}]: needs model_sha, dim and embedding")
                 shas.add(str(t["model_sha"]))
                 group.update(model_sha=t["model_sha"], dim=t["dim"])
-                group["masked" if t.get("masked") else "plain"].append(t["embedding"])
+                if t.get("masked") and not args.full_templates:
+                    group["masked"].append(_trimmed(t["embedding"], f"{where} ({p['name']}) templates[{j}]"))
+                else:
+                    group["masked" if t.get("masked") else "plain"].append(t["embedding"])
             person["templates"] = group
         persons.append(person)
     if len(shas) > 1:  # the kiosk takes one embedder's templates; mixing would be refused person by person
@@ -357,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masked-templates", type=int, default=3, choices=range(0, 11), metavar="0..10")
     p.add_argument("--models", type=Path, default=None)
     p.add_argument("--embedder", choices=EMBEDDER_NAMES, default=DEFAULT_EMBEDDER)
+    p.add_argument("--full-templates", action="store_true",
+                   help="send masked templates with their trailing zeros (for kiosks older than this edge-admin, which "
+                        "refuse the short form by its size)")
     p.set_defaults(func=cmd_enrol)
     p = sub.add_parser("push", parents=[net], help="send an enrolment file (templates)")
     p.add_argument("file", type=Path)
@@ -371,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replace", parents=[net], help="replace the whole gallery (an `edge-app gallery export` file)")
     p.add_argument("file", type=Path)
     p.add_argument("--gallery-version", type=int, help="the version to record (default: the file's gallery_version)")
+    p.add_argument("--full-templates", action="store_true",
+                   help="send masked templates with their trailing zeros (for kiosks older than this edge-admin, which "
+                        "refuse the short form by its size)")
     p.set_defaults(func=remote("gallery.replace", _replace_args))
     p = sub.add_parser("list", parents=[net], help="persons in the gallery")
     p.set_defaults(func=remote("gallery.list", lambda a: {}))

@@ -9,6 +9,8 @@ Commands (``type`` -> ``args``):
   gallery.upsert   {"name", "active"?, "valid_from"?, "valid_until"?, "schedule"?, "note"?,
                     "templates"?: {"model_sha", "dim", "plain": [b64 float32], "masked": [b64 float32]},
                     "photos"?: [b64 image], "replace_templates"?: true}
+                   A masked embedding may leave out its trailing zeros (a fused embedder's masked template has
+                   zeros in its second part): the kiosk puts them back.
   gallery.delete   {"name"}
   gallery.replace  {"version": int, "persons": [gallery.upsert args without photos]}
   door.unlock      {"seconds"?}
@@ -92,15 +94,20 @@ def _b64(text: Any, where: str) -> bytes:
         raise _bad(f"{where}: not valid base64") from None
 
 
-def _embeddings(items: Any, dim: int, where: str) -> list[np.ndarray]:
+def _embeddings(items: Any, dim: int, where: str, zeros_left_out: bool = False) -> list[np.ndarray]:
+    """``zeros_left_out``: a vector may stop before ``dim`` values, the rest being zeros (lossless; masked
+    templates of a fused embedder are zero past the first embedder's part, 80 % of their bytes)."""
     if not isinstance(items, list):
         raise _bad(f"{where}: expected a list of base64 float32 vectors, got {type(items).__name__}")
     out = []
     for i, text in enumerate(items):
         raw = _b64(text, f"{where}[{i}]")
-        if len(raw) != dim * 4:
-            raise _bad(f"{where}[{i}]: {len(raw)} bytes, a {dim}-d float32 embedding has {dim * 4}")
-        vec = np.frombuffer(raw, "<f4").astype(np.float32)
+        short_ok = zeros_left_out and 0 < len(raw) < dim * 4 and len(raw) % 4 == 0
+        if len(raw) != dim * 4 and not short_ok:
+            allowed = " (or fewer, a multiple of 4, when trailing zeros are left out)" if zeros_left_out else ""
+            raise _bad(f"{where}[{i}]: {len(raw)} bytes, a {dim}-d float32 embedding has {dim * 4}{allowed}")
+        vec = np.zeros(dim, np.float32)
+        vec[: len(raw) // 4] = np.frombuffer(raw, "<f4")
         if not np.isfinite(vec).all() or float(np.linalg.norm(vec)) < 1e-6:
             raise _bad(f"{where}[{i}]: embedding has NaN/inf values or is all zero")
         out.append(vec)
@@ -239,7 +246,8 @@ class CommandHandler:
             if dim != self.dim:
                 raise _bad(f"{where} templates: dim {dim}, this device's embedder has {self.dim}")
             spec.plain = _embeddings(t.get("plain", []), dim, f"{where} templates.plain")
-            spec.masked = _embeddings(t.get("masked", []), dim, f"{where} templates.masked")
+            spec.masked = _embeddings(t.get("masked", []), dim, f"{where} templates.masked",
+                                      zeros_left_out=True)
             spec.has_templates = True
         if photos_allowed and "photos" in args:
             photos = _expect(args, "photos", list, where)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import stat
@@ -40,6 +41,8 @@ def test_enrol_writes_plain_and_masked_templates_of_the_kiosk_models(tmp_path, c
     assert doc["name"] == "Obama" and t["model_sha"] == model_set.embedder_sha
     assert t["dim"] == model_set.embedder_dim == 640
     assert (len(t["plain"]), len(t["masked"])) == (1, 3)
+    # Masked templates are SFace's part alone (zeros in EdgeFace's, left out on the wire); plain ones whole.
+    assert [len(base64.b64decode(e)) for e in t["plain"] + t["masked"]] == [640 * 4] + [128 * 4] * 3
     assert out.stat().st_mode & 0o777 == 0o600  # templates are biometric data, whatever the umask
 
 

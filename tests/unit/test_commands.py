@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
@@ -63,6 +64,15 @@ def test_upsert_list_delete(handler):
     ("gallery.upsert", {"name": "Ana", "templates": {**templates(1), "dim": 512}}, "bad_args", "dim 512"),
     ("gallery.upsert", {"name": "Ana", "templates": {**templates(1), "plain": ["AAAA"]}}, "bad_args",
      "3 bytes, a 128-d float32 embedding has 512"),
+    # Only a masked template may leave out trailing zeros; a short bare one is a broken sender.
+    ("gallery.upsert", {"name": "Ana", "templates": {**templates(1), "plain": [b64(vec(1)[:100])]}}, "bad_args",
+     r"plain\[0\]: 400 bytes, a 128-d float32 embedding has 512$"),
+    ("gallery.upsert", {"name": "Ana", "templates": {**templates(1), "masked": [b64(np.ones(DIM + 1))]}},
+     "bad_args", "516 bytes, a 128-d float32 embedding has 512 \\(or fewer, a multiple of 4"),
+    ("gallery.upsert", {"name": "Ana", "templates": {**templates(1), "masked": ["AAAAAA=="]}}, "bad_args",
+     r"masked\[0\]: embedding has NaN/inf values or is all zero"),
+    ("gallery.upsert", {"name": "Ana", "templates": {**templates(1), "masked": ["AAAAAAA="]}}, "bad_args",
+     r"masked\[0\]: 5 bytes"),
     ("gallery.upsert", {"name": "Ana", "templates": {**templates(1), "plain": ["%%%"]}}, "bad_args",
      "not valid base64"),
     ("gallery.upsert", {"name": "Ana", "templates": {**templates(1), "plain": [b64(np.full(DIM, np.nan))]}},
@@ -165,3 +175,44 @@ def test_a_photo_that_shows_a_mask_is_a_masked_template_and_never_a_persons_only
             h.handle("gallery.upsert", {"name": "Bo", "templates": {
                 "model_sha": model_set.embedder_sha, "dim": pipeline.embedder.dim, "plain": [],
                 "masked": [b64(np.eye(1, pipeline.embedder.dim, dtype=np.float32)[0])]}})
+
+
+def test_a_masked_template_may_leave_out_its_trailing_zeros(handler):
+    """A fused embedder's masked template is zero past its first part: sent without those zeros it must
+    arrive whole, value for value (the kiosk puts the zeros back)."""
+    fused_masked = np.zeros(DIM, np.float32)
+    fused_masked[:32] = vec(5)[:32]
+    short = base64.b64encode(fused_masked[:32].astype("<f4").tobytes()).decode()
+    assert len(short) < len(b64(fused_masked)) / 3
+    handler.handle("gallery.upsert", {"name": "Ana", "templates": {**templates(1), "masked": [short]}})
+    stored = handler.gallery.load_templates(SHA)
+    assert stored.masked.tolist() == [False, True]
+    np.testing.assert_allclose(stored.embeddings[1], fused_masked / np.linalg.norm(fused_masked), atol=1e-7)
+    assert not stored.embeddings[1][32:].any()
+
+
+def test_edge_admin_replace_sends_masked_templates_short_and_the_kiosk_stores_them_exactly(handler, tmp_path):
+    from edge_app.admin import _replace_args, build_parser
+
+    rng = np.random.default_rng(3)
+    plain = rng.normal(size=(3, DIM)).astype(np.float32)
+    masked = np.zeros((9, DIM), np.float32)
+    masked[:, :24] = rng.normal(size=(9, 24))  # a fused embedder's masked templates: zeros past the first part
+    with Gallery(tmp_path / "site.db") as g:
+        g.add_person("Ana")
+        g.add_templates("Ana", np.concatenate([plain, masked]), model_sha=SHA, masked=[False] * 3 + [True] * 9)
+        g.export(tmp_path / "site.json")
+        exported = g.load_templates(SHA).embeddings
+
+    def replace_args(*extra: str) -> dict[str, object]:
+        return _replace_args(build_parser().parse_args(["replace", str(tmp_path / "site.json"), *extra]))
+
+    short, whole = replace_args(), replace_args("--full-templates")
+    assert len(json.dumps(short)) < 0.6 * len(json.dumps(whole))  # 9 of 12 templates: 24 of 128 values sent
+    handler.handle("gallery.replace", {**whole, "version": 1})
+    from_whole = handler.gallery.load_templates(SHA).embeddings
+    handler.handle("gallery.replace", {**short, "version": 2})
+    from_short = handler.gallery.load_templates(SHA).embeddings
+    np.testing.assert_array_equal(from_short, from_whole)
+    np.testing.assert_allclose(from_short, exported, atol=1e-7)
+    assert not from_short[3:, 24:].any()
