@@ -17,3 +17,12 @@ def test_bench_times_the_default_pipeline_and_names_both_embedders_kernels(capsy
     assert ours["kernels"]["embedder"] == "XNNPACK: 64/64 ops"
     assert ours["kernels"]["embedder_2"] == "XNNPACK: 910/910 ops"
     assert "sface+edgeface embedder" in ours["pipeline"] and ours["stages"]["embed"]["n"] == 6
+    # The two networks side by side, timed against the two in turn in the same process.
+    assert set(ours["side_by_side"]) == {"eyes", "embed"}
+    emb = ours["side_by_side"]["embed"]
+    assert emb["side_by_side"]["n"] == emb["in_turn"]["n"] > 0 and emb["ratio_median"] > 0
+
+    code = bench.main(["--frames", "3", "--warmup", "1", "--distinct", "2", "--no-dlib", "--no-liveness", "--json",
+                       "--no-progress", "--faces-dev", str(faces_dev), "--embed-in-turn"])
+    assert code == 0
+    assert "embed" not in json.loads(capsys.readouterr().out)["ours"]["side_by_side"]

@@ -101,6 +101,27 @@ def test_fusion_refuses_mismatched_networks(parts):
     sface, edge = parts
     with pytest.raises(ValueError, match="fusion weight"):
         FusedEmbedder(sface, edge, 1.0)
+    with pytest.raises(ValueError, match="same two models, in the same order"):
+        FusedEmbedder(sface, edge, 0.5, side_by_side=(edge, sface))
+
+
+def test_the_two_networks_side_by_side_give_the_embeddings_of_the_two_in_turn(fused_set, fused, rgb):
+    """With 2 threads a bare face runs SFace and EdgeFace at the same time (one thread each, the second on the
+    "embed_0" worker); with 1 thread, or asked not to, in turn. Same numbers either way, masked faces too."""
+    import threading
+
+    in_turn = fused_set.pipeline(num_threads=2, embed_side_by_side=False).embedder
+    one_thread = fused_set.pipeline(num_threads=1).embedder
+    assert isinstance(in_turn, FusedEmbedder) and isinstance(one_thread, FusedEmbedder)
+    assert isinstance(fused.embedder, FusedEmbedder) and fused.embedder.parallel
+    assert not in_turn.parallel and not one_thread.parallel
+    for name in ("obama.jpg", "obama2.jpg", "biden.jpg"):
+        c = chip(fused, rgb, name)
+        for masked in (False, True):
+            want = in_turn.embed(c, masked=masked)
+            np.testing.assert_allclose(fused.embedder.embed(c, masked=masked), want, atol=1e-6)
+            np.testing.assert_allclose(one_thread.embed(c, masked=masked), want, atol=1e-6)
+    assert any(t.name.startswith("embed_") for t in threading.enumerate())
 
 
 def test_matcher_prefix_is_the_first_networks_gallery(tmp_path):
