@@ -163,6 +163,9 @@ class LivenessConfig:
     # jitter alone gives rigid attacks residuals of 0.02-0.05 eye distances (docs/liveness.md).
     motion: bool = False
     motion_residual: float = field(default=0.1, metadata=rule(0, 1, exclusive=True))
+    # After a spoof of a person is refused, that person is not granted for this long (reason spoof_hold): a replay
+    # that passes some of its windows must not be retried every few seconds. 0 turns it off.
+    hold_seconds: float = field(default=30.0, metadata=rule(lo=0, hi=3600))
 
 
 @dataclass(frozen=True)

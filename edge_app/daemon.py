@@ -120,7 +120,8 @@ class Daemon:
             AccessPolicy(self.tz, require_mask=config.recognition.require_mask, clock_synced=clock_check(config)),
             Tracker(votes=acc.votes, window=acc.window, max_gap_s=acc.max_gap_seconds,
                     **live_votes(config, recognizer)),
-            person_rules(gallery), cooldown_s=acc.cooldown_seconds)
+            person_rules(gallery), cooldown_s=acc.cooldown_seconds,
+            spoof_hold_s=config.liveness.hold_seconds)  # only a spoof refusal starts it: nothing without liveness
         self._repeats = RepeatedFrames()  # a frozen camera's picture, again and again
         self.stats = Stats()
         self.control = control  # MQTT: events out, state, admin commands in (None: no broker configured)

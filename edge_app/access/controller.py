@@ -1,5 +1,6 @@
 """Recognitions of each frame -> access decisions: tracker votes, then the policy, then the
-per-person cooldown (someone standing in front of the door is granted once, not every second)."""
+per-person spoof hold (no grant shortly after a spoof of that person was refused) and cooldown (someone
+standing in front of the door is granted once, not every second)."""
 
 from __future__ import annotations
 
@@ -48,12 +49,15 @@ def observation(r: Recognition) -> Observation:
 
 class AccessController:
     def __init__(self, policy: AccessPolicy, tracker: Tracker, persons: Mapping[int, PersonRule],
-                 cooldown_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
-        if cooldown_s < 0:
-            raise ValueError(f"cooldown_s must be >= 0, got {cooldown_s}")
+                 cooldown_s: float = 10.0, clock: Callable[[], float] = time.monotonic,
+                 spoof_hold_s: float = 0.0) -> None:
+        if cooldown_s < 0 or spoof_hold_s < 0:
+            raise ValueError(f"cooldown_s and spoof_hold_s must be >= 0, got {cooldown_s}, {spoof_hold_s}")
         self.policy, self.tracker, self.cooldown_s, self.clock = policy, tracker, cooldown_s, clock
+        self.spoof_hold_s = spoof_hold_s
         self.persons: Mapping[int, PersonRule] = dict(persons)
         self._granted_at: dict[int, float] = {}
+        self._spoofed_at: dict[int, float] = {}
 
     def set_persons(self, persons: Mapping[int, PersonRule]) -> None:
         """After a gallery reload: decisions from now on use the new rules."""
@@ -72,11 +76,19 @@ class AccessController:
                 log.warning("track %d matched person id %d, who is no longer in the gallery", v.track_id, v.person_id)
             if person is not None and v.live is False:
                 verdict = Verdict(False, Reason.SPOOF)  # before schedules: a photo is refused whoever it shows
+                if self.spoof_hold_s > 0:
+                    self._spoofed_at[person.person_id] = self.clock()
             else:
                 verdict = self.policy.decide(person, v.masked, now)
             if verdict.granted and person is not None:
-                last = self._granted_at.get(person.person_id)
                 t = self.clock()
+                spoofed = self._spoofed_at.get(person.person_id)
+                if spoofed is not None and t - spoofed < self.spoof_hold_s:
+                    log.warning("%s: live and recognised, refused: a spoof of this person was refused %.1f s ago",
+                                person.name, t - spoofed)
+                    verdict = Verdict(False, Reason.SPOOF_HOLD)
+            if verdict.granted and person is not None:
+                last = self._granted_at.get(person.person_id)
                 if last is not None and t - last < self.cooldown_s:
                     log.debug("%s granted %.1f s ago: cooldown, no new decision", person.name, t - last)
                     continue

@@ -37,6 +37,9 @@ class Reason(enum.Enum):
     OUTSIDE_SCHEDULE = "outside_schedule"
     NO_MASK = "no_mask"
     SPOOF = "spoof"  # recognised, but not judged live: a photo or a screen held to the camera
+    # Recognised and live, but a spoof of this person was refused less than [liveness] hold_seconds ago: an attacker
+    # who is refused does not get to try again at once (a replay passes some windows; docs/liveness.md).
+    SPOOF_HOLD = "spoof_hold"
     CLOCK_NOT_SYNCED = "clock_not_synced"  # the person has time rules and the clock is known to be unsynchronised
 
 

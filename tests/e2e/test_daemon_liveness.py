@@ -71,3 +71,21 @@ def test_the_enrolled_person_in_person_is_granted(tmp_path, live_pipeline, model
                         live_pipeline, model_set)
     relay.assert_states([False, True, False])
     assert [(e["person_name"], e["reason"], e["details"]["live"]) for e in access] == [("Obama", "granted", True)]
+
+
+@pytest.mark.parametrize("hold, want", [
+    ("", [("Obama", "spoof", False), ("Obama", "spoof_hold", True)]),
+    ("hold_seconds = 0\n", [("Obama", "spoof", False), ("Obama", "granted", True)])])
+def test_after_a_refused_replay_the_person_is_held_for_hold_seconds(tmp_path, live_pipeline, model_set, rgb,
+                                                                    gallery_db, hold, want):  # type: ignore[no-untyped-def]
+    """A replay refused as a spoof, then (a new face track, seconds later) the person in person: refused with
+    spoof_hold for [liveness] hold_seconds (30 by default), so a replay that passes some windows cannot simply be
+    tried again at once; with hold_seconds = 0 the person is granted."""
+    photo = rgb("obama2.jpg")
+    box = live_pipeline.detector.detect(photo)[0].box
+    replay = list(attack_frames(photo, box, Attack("screen", 150, 1.2, seed=3), n_frames=8))
+    walk = [kiosk_frame(photo, box, face_fraction=0.28 + 0.01 * i) for i in range(8)]
+    video = conftest.write_video(tmp_path / "replay_then_walk.avi", [HALL] * 2 + replay + [HALL] * 6 + walk)
+    relay, access = run(video, gallery_db, live_pipeline, model_set, "[liveness]\n" + hold)
+    assert [(e["person_name"], e["reason"], e["details"]["live"]) for e in access] == want
+    relay.assert_states([False] if want[-1][1] == "spoof_hold" else [False, True, False])

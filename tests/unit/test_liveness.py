@@ -155,10 +155,43 @@ def test_a_recognised_spoof_is_refused_with_reason_spoof_and_the_person_named() 
     assert d.reason is Reason.UNKNOWN
 
 
+def test_after_a_spoof_of_a_person_that_person_is_held_for_hold_seconds() -> None:
+    """A replay that passes some windows must not be retried every few seconds: after a spoof of Alice is refused,
+    a live Alice is refused with spoof_hold until the hold has run out; Bob is not affected."""
+    from edge_app.access.tracker import Vote
+
+    clock = [100.0]
+    persons = {7: PersonRule(7, "Alice"), 8: PersonRule(8, "Bob")}
+    ctl = AccessController(AccessPolicy(UTC), Tracker(votes=1, window=1, live_votes=1), persons, cooldown_s=0,
+                           clock=lambda: clock[0], spoof_hold_s=30)
+    [d] = ctl.decide([Vote(1, 7, 0.9, False, 5, live=False)], NOW)
+    assert d.reason is Reason.SPOOF
+    clock[0] = 129.0
+    [alice, bob] = ctl.decide([Vote(2, 7, 0.9, False, 5, live=True), Vote(3, 8, 0.9, False, 5, live=True)], NOW)
+    assert (alice.granted, alice.reason, alice.details()["live"]) == (False, Reason.SPOOF_HOLD, True)
+    assert (bob.granted, bob.reason) == (True, Reason.GRANTED)
+    clock[0] = 140.0  # a second spoof starts the hold again
+    [d] = ctl.decide([Vote(4, 7, 0.9, False, 5, live=False)], NOW)
+    clock[0] = 169.9
+    assert ctl.decide([Vote(5, 7, 0.9, False, 5, live=True)], NOW)[0].reason is Reason.SPOOF_HOLD
+    clock[0] = 170.0
+    assert ctl.decide([Vote(6, 7, 0.9, False, 5, live=True)], NOW)[0].reason is Reason.GRANTED
+    # Off (0): granted at once after a spoof, as before.
+    off = AccessController(AccessPolicy(UTC), Tracker(votes=1, window=1, live_votes=1), persons, cooldown_s=0,
+                           clock=lambda: clock[0], spoof_hold_s=0)
+    off.decide([Vote(1, 7, 0.9, False, 5, live=False)], NOW)
+    assert off.decide([Vote(2, 7, 0.9, False, 5, live=True)], NOW)[0].reason is Reason.GRANTED
+    with pytest.raises(ValueError, match="spoof_hold_s must be >= 0"):
+        AccessController(AccessPolicy(UTC), Tracker(votes=1, window=1), persons, spoof_hold_s=-1)
+
+
 def test_liveness_config_defaults_and_errors_name_the_key() -> None:
     cfg = parse_config("")
     assert cfg.liveness.enabled is True and 0 < cfg.liveness.threshold < 1 and cfg.liveness.votes == 3
-    assert cfg.liveness.motion is False
+    assert cfg.liveness.motion is False and cfg.liveness.hold_seconds == 30
+    assert parse_config("[liveness]\nhold_seconds = 0\n").liveness.hold_seconds == 0
+    with pytest.raises(ConfigError, match=r"\[liveness\] hold_seconds: expected a number in \[0, 3600\], got -5"):
+        parse_config("[liveness]\nhold_seconds = -5\n")
     cfg = parse_config("[liveness]\nenabled = false\nthreshold = 0.8\nvotes = 2\n")
     assert (cfg.liveness.enabled, cfg.liveness.threshold, cfg.liveness.votes) == (False, 0.8, 2)
     with pytest.raises(ConfigError, match=r"\[liveness\] threshold: expected a number in \(0, 1\), got 1.5"):
