@@ -45,14 +45,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not -1.0 <= value <= 1.0:  # NaN fails this too
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number in [-1, 1]")
-    return value
+def _float_in(lo: float, hi: float, what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not lo <= value <= hi:  # NaN fails this too
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+_unit_float = _float_in(-1.0, 1.0, "a number in [-1, 1]")
+_seconds = _float_in(1.0, 600.0, "a number of seconds in 1..600")
 
 
 def _probability(text: str) -> float:
@@ -69,6 +76,13 @@ def _count_0_10(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number in 0..10") from None
     if not 0 <= value <= 10:
         raise argparse.ArgumentTypeError(f"must be in 0..10, got {value}")
+    return value
+
+
+def _count_1_10(text: str) -> int:
+    value = _count_0_10(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be in 1..10, got {value}")
     return value
 
 
@@ -115,9 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"edge-app {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("enroll", parents=[common], help="add a person from photos")
+    p = sub.add_parser("enroll", parents=[common], help="add a person from photos or from the camera")
     p.add_argument("--name", required=True, type=_person_name, help="person's name (unique in the gallery)")
-    p.add_argument("photos", nargs="+", metavar="PHOTO|DIR", help="photos of that person, or folders of them")
+    p.add_argument("photos", nargs="*", metavar="PHOTO|DIR", help="photos of that person, or folders of them")
+    p.add_argument("--camera", nargs="?", const="", default=None, metavar="SOURCE",
+                   help="take the shots from a camera instead of photos: the [camera] source, or SOURCE (0, "
+                        "picamera2, rtsp://..., a video); one face, live and of good quality, per shot; a shot "
+                        "with a mask on gives a masked template (stop the kiosk service first: it holds the camera)")
+    p.add_argument("--shots", type=_count_1_10, default=3, metavar="N", help="shots to take with --camera (3)")
+    p.add_argument("--seconds", type=_seconds, default=20.0, metavar="S",
+                   help="give up on --camera after S seconds of frames (20)")
+    p.add_argument("--save", type=Path, metavar="DIR",
+                   help="with --camera: keep the shots as JPEG files there (0600), to enrol again later")
     p.add_argument("--replace", action="store_true", help="replace the person's templates instead of adding")
     p.add_argument("--masked-templates", type=_count_0_10, default=None, metavar="N",
                    help="synthetic-masked templates stored per photo, for recognition in a mask (default 3)")

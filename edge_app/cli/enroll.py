@@ -1,4 +1,5 @@
-"""`edge-app enroll --name NAME PHOTO|DIR...`: photos -> plain and synthetic-masked templates."""
+"""`edge-app enroll --name NAME PHOTO|DIR...` (or `--camera [SOURCE]`): photos, or shots from the kiosk's camera
+(cli/enroll_camera.py) -> plain and synthetic-masked templates."""
 
 from __future__ import annotations
 
@@ -7,23 +8,34 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_app.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
+from edge_app.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from edge_app.cli.common import (
     emit_json,
     gallery,
+    liveness_on,
     masked_templates_per_photo,
     models,
     pipeline,
     policy,
     progress,
     say,
+    settings,
 )
-from edge_app.enrol import PhotoStatus, embed_photo, expand_photos, subfolders, templates_of
+from edge_app.enrol import PhotoResult, PhotoStatus, embed_photo, expand_photos, subfolders, templates_of
 from edge_app.gallery.kiosk import wait_for_kiosk_reload
 from edge_app.gallery.matcher import Matcher
+from edge_app.models import ModelSet
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
+    if args.camera is not None and args.photos:
+        say("edge-app: error: give photos or --camera, not both")
+        return EXIT_USAGE
+    if args.camera is None and not args.photos:
+        say("edge-app: error: give photos of the person (files or folders), or --camera to take shots")
+        return EXIT_USAGE
+    if args.camera is not None:
+        return _from_camera(args)
     photos = expand_photos(args.photos)
     for folder in (Path(p) for p in args.photos):
         for sub in subfolders(folder) if folder.is_dir() else []:
@@ -33,7 +45,6 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     ms = models(args)
     pipe = pipeline(args, ms)
-    threshold = policy(args, ms).threshold
     n_masked = masked_templates_per_photo(args)
     results = [embed_photo(pipe, p, n_masked) for p in progress(photos, len(photos), f"enrol {args.name}", "photo")]
     accepted = [r for r in results if r.status is PhotoStatus.OK]
@@ -49,6 +60,36 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         if args.json:
             emit_json({**report, "enrolled": 0})
         return EXIT_ERROR
+    code = _store(args, ms, accepted, report, "photo(s)")
+    return EXIT_PARTIAL if skipped and code == EXIT_OK else code
+
+
+def _from_camera(args: argparse.Namespace) -> int:
+    from edge_app.cli.enroll_camera import camera_shots, describe
+
+    ms = models(args)
+    cfg = settings(args)
+    pipe = pipeline(args, ms, liveness=liveness_on(args))
+    shots, passed = camera_shots(args, pipe, masked_templates_per_photo(args), cfg.liveness.threshold)
+    report: dict[str, object] = {"name": args.name, "accepted": [str(r.path) for r in shots],
+                                 "frames_passed_over": dict(passed), "shots_asked": args.shots}
+    if not shots:
+        say(f"edge-app: error: no usable frame of {args.name!r} within {args.seconds:g} s (frames passed over: "
+            f"{describe(passed)}); nothing enrolled")
+        if args.json:
+            emit_json({**report, "enrolled": 0})
+        return EXIT_ERROR
+    if len(shots) < args.shots:
+        say(f"only {len(shots)} of {args.shots} shot(s) within {args.seconds:g} s (frames passed over: "
+            f"{describe(passed)})")
+    code = _store(args, ms, shots, report, "camera shot(s)")
+    return EXIT_PARTIAL if len(shots) < args.shots and code == EXIT_OK else code
+
+
+def _store(args: argparse.Namespace, ms: ModelSet, accepted: list[PhotoResult], report: dict[str, object],
+           what: str) -> int:
+    """The accepted photos' templates into the gallery (one transaction), with the checks every enrolment makes."""
+    threshold = policy(args, ms).threshold
     # A photo that already shows a mask gives a masked template; the others a plain one plus
     # their synthetic-masked ones.
     files = [templates_of(r) for r in accepted]
@@ -93,6 +134,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         emit_json(report)
     else:
         verb = "enrolled" if not existed else ("replaced templates of" if args.replace else "added templates to")
+        skipped = report.get("skipped")
         print(f"{verb} {args.name}: {len(plain)} plain + {len(masked)} masked template(s) from {len(accepted)} "
-              f"photo(s), {len(skipped)} skipped; gallery version {version}")
-    return EXIT_PARTIAL if skipped else EXIT_OK
+              f"{what}{f', {len(skipped)} skipped' if isinstance(skipped, list) else ''}; gallery version {version}")
+    return EXIT_OK
