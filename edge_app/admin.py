@@ -8,6 +8,7 @@ a group of kiosks or the whole fleet, and their results.
     edge-admin --broker ... --key admin.key push-photos --name Ana photo.jpg --group lobby
     edge-admin --broker ... --key admin.key remove "Ana Lima" --device front-door
     edge-admin --broker ... --key admin.key replace gallery.json --device front-door   (edge-app gallery export)
+    edge-admin --broker ... --key admin.key capture --name "Ana Lima" --device front-door   (she stands at it)
     edge-admin --broker ... --key admin.key list|ping --device front-door
     edge-admin --broker ... --key admin.key unlock --device front-door [--seconds 5]
 
@@ -398,6 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="send masked templates with their trailing zeros (for kiosks older than this edge-admin, which "
                         "refuse the short form by its size)")
     p.set_defaults(func=remote("gallery.replace", _replace_args))
+    p = sub.add_parser("capture", parents=[net],
+                       help="the kiosk takes enrolment shots of the person in front of its camera (e.g. with a mask)")
+    p.add_argument("--name", required=True)
+    p.add_argument("--seconds", type=float, help="how long the kiosk looks (5..120; default 20)")
+    p.add_argument("--shots", type=int, help="shots to take (1..5; default 3)")
+    p.set_defaults(func=remote("gallery.capture", lambda a: {"name": a.name, **({} if a.seconds is None else {
+        "seconds": a.seconds}), **({} if a.shots is None else {"shots": a.shots})}))
     p = sub.add_parser("list", parents=[net], help="persons in the gallery")
     p.set_defaults(func=remote("gallery.list", lambda a: {}))
     p = sub.add_parser("ping", parents=[net], help="is it there, which gallery version")

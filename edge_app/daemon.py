@@ -28,9 +28,10 @@ from edge_app import sdnotify
 from edge_app.access.controller import AccessController, AccessDecision
 from edge_app.access.policy import AccessPolicy, PersonRule
 from edge_app.access.tracker import Tracker
+from edge_app.capture import Capture, store
 from edge_app.clock import ClockSync
 from edge_app.config import Config
-from edge_app.errors import ConfigError, EdgeAppError, SourceError, SourceTimeoutError
+from edge_app.errors import ConfigError, EdgeAppError, GalleryError, SourceError, SourceTimeoutError
 from edge_app.fsutil import write_private
 from edge_app.gallery.eventlog import EventLog
 from edge_app.gallery.kiosk import forget_loaded, record_loaded
@@ -42,6 +43,7 @@ from edge_app.hardware.door import Door, DoorEvent
 from edge_app.hardware.feedback import Feedback, pattern_for
 from edge_app.hardware.freeze import RepeatedFrames
 from edge_app.imageio import encode_image
+from edge_app.mqtt.commands import CommandError
 from edge_app.mqtt.control import ControlPlane
 from edge_app.recognizer import Recognition, Recognizer
 
@@ -145,11 +147,45 @@ class Daemon:
         self._failing: dict[str, tuple[str, float]] = {}  # housekeeping step -> (last error, logged at)
         self._recognition_error: str | None = None
         self._storage_seen: tuple[str, int, int] = (self.events.storage, 0, 0)
+        self._capture: Capture | None = None  # enrolment shots asked for by gallery.capture
 
     # --- control ----------------------------------------------------------------------------------
 
     def request_reload(self) -> None:
         self._reload.set()
+
+    def start_capture(self, name: str, seconds: float, shots: int) -> dict[str, Any]:
+        """gallery.capture: take enrolment shots of the one person in front of the camera from the next frames
+        (edge_app.capture); the outcome is an event of kind "enrol". The door goes on deciding meanwhile."""
+        if self._capture is not None:
+            left = self._capture.deadline - time.monotonic()
+            raise CommandError("busy", f"gallery.capture: a capture of {self._capture.name!r} is running "
+                                       f"({max(0.0, left):.0f} s left)")
+        self._capture = Capture(name, shots, time.monotonic() + seconds,
+                                self.config.recognition.masked_templates_per_photo, self.config.liveness.threshold)
+        log.warning("capture: taking %d shot(s) of %r within %g s", shots, name, seconds)
+        return {"capturing": name, "seconds": seconds, "shots": shots}
+
+    def _capture_step(self, frame: Frame, recs: list[Recognition]) -> None:
+        c = self._capture
+        if c is None:
+            return
+        t = time.monotonic()  # the deadline is wall time: a video file's positions would not match it
+        if not c.done(t):
+            c.offer(self.recognizer.pipeline, frame.image, [r.face for r in recs], t, f"camera#{frame.index}")
+            if not c.done(t):
+                return
+        self._capture = None
+        details: dict[str, Any] = {"device": self.device_id, "shots": len(c.taken), "passed_over": dict(c.passed)}
+        try:
+            result = store(self.gallery, c, self.model_sha)
+        except GalleryError as exc:  # no shot, masked shots only, a full disk: nothing enrolled
+            log.warning("capture of %r: %s", c.name, exc)
+            self._record("enrol", "capture_failed", person_name=c.name, details={**details, "why": str(exc)})
+            return
+        log.warning("capture of %r: %d shot(s), %d template(s) added", c.name, result["shots"], result["templates"])
+        self._record("enrol", "captured", person_name=c.name, details={**details, **result})
+        self.request_reload()
 
     def install_signal_handlers(self) -> None:
         def on_stop(signum: int, _frame: FrameType | None) -> None:
@@ -398,6 +434,8 @@ class Daemon:
                 self.stats.first_face_frame = self.stats.frames
         elif not recs:
             self._face_since = None
+        if self._capture is not None:
+            self._capture_step(frame, recs)
         decisions = self.controller.observe(recs, self.now(), frame.timestamp)
         by_track = {t.id: t for t in self.controller.tracker.tracks} if decisions else {}
         for d in decisions:

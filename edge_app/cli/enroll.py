@@ -65,12 +65,14 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def _from_camera(args: argparse.Namespace) -> int:
-    from edge_app.cli.enroll_camera import camera_shots, describe
+    from edge_app.capture import describe
+    from edge_app.cli.enroll_camera import camera_shots
 
     ms = models(args)
     cfg = settings(args)
     pipe = pipeline(args, ms, liveness=liveness_on(args))
-    shots, passed = camera_shots(args, pipe, masked_templates_per_photo(args), cfg.liveness.threshold)
+    capture = camera_shots(args, pipe, masked_templates_per_photo(args), cfg.liveness.threshold)
+    shots, passed = capture.taken, capture.passed
     report: dict[str, object] = {"name": args.name, "accepted": [str(r.path) for r in shots],
                                  "frames_passed_over": dict(passed), "shots_asked": args.shots}
     if not shots:

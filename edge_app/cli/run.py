@@ -151,6 +151,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                             device_id=device_id, stop=stop, realtime=args.realtime, control=control,
                             feedback=feedback)
             daemon_ref.append(daemon)
+            if control is not None:
+                control.handler.capture = daemon.start_capture
             daemon.install_signal_handlers()
             return daemon.run(max_frames=args.max_frames)
         finally:

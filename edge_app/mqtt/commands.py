@@ -14,6 +14,9 @@ Commands (``type`` -> ``args``):
   gallery.delete   {"name"}
   gallery.replace  {"version": int, "persons": [gallery.upsert args without photos]}
   door.unlock      {"seconds"?}
+  gallery.capture  {"name", "seconds"?: 5..120 (20), "shots"?: 1..5 (3)}: the running kiosk takes enrolment shots of
+                   the person in front of its camera (edge_app.capture); answered at once, the outcome is an event
+                   of kind "enrol" (reason "captured" or "capture_failed")
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ MAX_PHOTOS: Final = 10
 MAX_PHOTO_BYTES: Final = 4 * 1024 * 1024
 MAX_PERSONS: Final = 10_000
 MAX_UNLOCK_S: Final = 60.0
+CAPTURE_SECONDS: Final = (5.0, 120.0, 20.0)  # min, max, default
+CAPTURE_SHOTS: Final = (1, 5, 3)
 PERSON_KEYS: Final = frozenset({"name", "active", "valid_from", "valid_until", "schedule", "note", "templates",
                                 "photos", "replace_templates"})
 
@@ -117,9 +122,12 @@ def _embeddings(items: Any, dim: int, where: str, zeros_left_out: bool = False) 
 class CommandHandler:
     def __init__(self, gallery: Gallery, model_sha: str, dim: int, device_id: str,
                  embed_photo: PhotoEmbedder | None = None, unlock: Callable[[float | None], None] | None = None,
-                 allow_remote_unlock: bool = False) -> None:
+                 allow_remote_unlock: bool = False,
+                 capture: Callable[[str, float, int], dict[str, Any]] | None = None) -> None:
         self.gallery, self.model_sha, self.dim, self.device_id = gallery, model_sha, dim, device_id
         self.embed_photo, self.unlock, self.allow_remote_unlock = embed_photo, unlock, allow_remote_unlock
+        # (name, seconds, shots) -> result; raises CommandError("busy") while a capture runs. The daemon sets it.
+        self.capture = capture
         self.order = CommandOrder(gallery)
         self._issued_at: float | None = None  # of the command being handled (None: no order check)
 
@@ -130,7 +138,8 @@ class CommandHandler:
         self._issued_at = issued_at
         handlers: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
             "ping": self._ping, "gallery.list": self._list, "gallery.upsert": self._upsert,
-            "gallery.delete": self._delete, "gallery.replace": self._replace, "door.unlock": self._unlock}
+            "gallery.delete": self._delete, "gallery.replace": self._replace, "door.unlock": self._unlock,
+            "gallery.capture": self._capture}
         fn = handlers.get(type_)
         if fn is None:
             raise CommandError("unknown_command", f"unknown command type {type_[:40]!r}; known: "
@@ -201,6 +210,23 @@ class CommandHandler:
             raise _bad(f"door.unlock: 'seconds' must be 0.2..{MAX_UNLOCK_S:g}, got {seconds}")
         self.unlock(None if seconds is None else float(seconds))
         return {"unlocked": True, "seconds": seconds}
+
+    def _capture(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(args) - {"name", "seconds", "shots"})
+        if unknown:
+            raise _bad(f"gallery.capture: unknown field(s) {unknown}")
+        name = clean_name(_expect(args, "name", str, "gallery.capture"))
+        seconds = _expect(args, "seconds", (int, float), "gallery.capture", required=False)
+        shots = _expect(args, "shots", int, "gallery.capture", required=False)
+        lo, hi, default = CAPTURE_SECONDS
+        if seconds is not None and not lo <= float(seconds) <= hi:
+            raise _bad(f"gallery.capture: 'seconds' must be {lo:g}..{hi:g}, got {seconds}")
+        s_lo, s_hi, s_default = CAPTURE_SHOTS
+        if shots is not None and not s_lo <= shots <= s_hi:
+            raise _bad(f"gallery.capture: 'shots' must be {s_lo}..{s_hi}, got {shots}")
+        if self.capture is None:
+            raise CommandError("unsupported", "gallery.capture: this device takes no camera shots (no camera loop)")
+        return self.capture(name, default if seconds is None else float(seconds), s_default if shots is None else shots)
 
     # --- helpers --------------------------------------------------------------------------------
 

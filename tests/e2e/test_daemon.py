@@ -34,7 +34,9 @@ def write_video(path: Path, frames: list[np.ndarray]) -> Path:
     return conftest.write_video(path, frames, FPS)
 
 
-def run_daemon(video: Path, gallery_db: Path, pipeline, model_set, config: str = ""):  # type: ignore[no-untyped-def]
+def run_daemon(video: Path, gallery_db: Path, pipeline, model_set, config: str = "",  # type: ignore[no-untyped-def]
+               before=None, realtime: bool = False):
+    """``before(daemon)`` runs just before daemon.run() (e.g. to start a capture)."""
     cfg = parse_config("[door]\npins = \"mock\"\npulse_seconds = 0.2\n[device]\nid = \"test-kiosk\"\n" + config)
     factory = MockFactory()
     door = Door(DoorConfig(relay_pin=RELAY, pulse_seconds=0.2), pin_factory=factory)
@@ -42,7 +44,9 @@ def run_daemon(video: Path, gallery_db: Path, pipeline, model_set, config: str =
         t = model_set.thresholds()
         rec = Recognizer(pipeline, Matcher.from_gallery(g, model_set.embedder_sha),
                          RecognitionPolicy(t.plain, t.masked, False, t.masked_gallery))
-        daemon = Daemon(cfg, OpenCVSource(str(video)), rec, g, door, model_set.embedder_sha)
+        daemon = Daemon(cfg, OpenCVSource(str(video)), rec, g, door, model_set.embedder_sha, realtime=realtime)
+        if before is not None:
+            before(daemon)
         code = daemon.run()
         events = g.events(100)[::-1]
     return code, daemon, factory.pin(RELAY), events

@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_app.gallery.store import Gallery
 from edge_app.mqtt.security import generate_keypair, load_private_key, sign_command
-from tests.conftest import write_video
+from tests.conftest import kiosk_frame, write_video
 
 BIN = Path(sys.executable).parent
 DEVICE = "kiosk-1"
@@ -67,11 +67,15 @@ class Listener:
 @pytest.fixture
 def kiosk(tmp_path, mqtt_broker, faces_dev):  # type: ignore[no-untyped-def]
     """A running kiosk daemon on a looping hall video, its admin key, and a listener."""
+    # Two minutes at 2 fps, played in real time: the kiosk stays up for the test.
+    video = write_video(tmp_path / "hall.avi", [np.full((240, 320, 3), 90, np.uint8)] * 240, fps=2)
+    yield from running_kiosk(tmp_path, mqtt_broker, video)
+
+
+def running_kiosk(tmp_path, mqtt_broker, video):  # type: ignore[no-untyped-def]
     key = tmp_path / "admin.key"
     keygen = subprocess.run([str(BIN / "edge-admin"), "keygen", "--out", str(key)], capture_output=True, text=True,
                             timeout=30, check=True)
-    # Two minutes at 2 fps, played in real time: the kiosk stays up for the test.
-    video = write_video(tmp_path / "hall.avi", [np.full((240, 320, 3), 90, np.uint8)] * 240, fps=2)
     cfg = tmp_path / "kiosk.toml"
     cfg.write_text(f"""
 [device]
@@ -246,3 +250,29 @@ def test_admin_options_before_the_command_and_replace_from_a_gallery_export(kios
     assert [(p["name"], p["active"], p["templates"], p["masked_templates"], p["valid_until"])
             for p in listing["persons"]] == [("Ana Lima", True, 3, 2, None), ("Bo", False, 1, 0, "2030-01-01")]
     assert "08:00" in json.dumps(listing["persons"][1]["schedule"])
+
+
+def test_an_admin_has_the_kiosk_take_enrolment_shots_of_the_person_in_front_of_it(tmp_path, mqtt_broker, pipeline,
+                                                                                  rgb):
+    """`edge-admin capture`: the running kiosk takes shots from its own camera (here a video of a person at the
+    door, played in real time), enrols them and publishes the outcome as an "enrol" event."""
+    photo = rgb("obama2.jpg")
+    box = pipeline.detector.detect(photo)[0].box
+    walk = [kiosk_frame(photo, box, face_fraction=0.3 + 0.004 * (i % 12)) for i in range(12)]
+    video = write_video(tmp_path / "door.avi", walk * 20, fps=4)  # a minute
+    kiosks = running_kiosk(tmp_path, mqtt_broker, video)
+    k = next(kiosks)
+    try:
+        res = admin(k, "capture", "--name", "Obama", "--shots", "2", "--seconds", "30", "--device", DEVICE, "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert json.loads(res.stdout)[DEVICE]["result"] == {"capturing": "Obama", "seconds": 30.0, "shots": 2}
+        found = k["listener"].wait(lambda m: m[0] == f"edge-app/{DEVICE}/events" and b'"enrol"' in m[1], 40)
+        assert found, "no enrol event"
+        event = json.loads(found[0][1])
+        assert (event["reason"], event["person_name"], event["details"]["templates"]) == ("captured", "Obama", 8)
+        listing = gallery_listing(k)
+        assert [(p["name"], p["templates"], p["masked_templates"]) for p in listing["persons"]] == [("Obama", 8, 6)]
+        bad = admin(k, "capture", "--name", "Obama", "--shots", "9", "--device", DEVICE)
+        assert bad.returncode == 1 and "'shots' must be 1..5, got 9" in bad.stdout + bad.stderr
+    finally:
+        kiosks.close()  # the daemon stopped, the listener closed

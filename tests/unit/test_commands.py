@@ -216,3 +216,30 @@ def test_edge_admin_replace_sends_masked_templates_short_and_the_kiosk_stores_th
     np.testing.assert_array_equal(from_short, from_whole)
     np.testing.assert_allclose(from_short, exported, atol=1e-7)
     assert not from_short[3:, 24:].any()
+
+
+def test_gallery_capture_checks_its_arguments_then_asks_the_camera_loop(handler):
+    with pytest.raises(CommandError, match="takes no camera shots") as e:
+        handler.handle("gallery.capture", {"name": "Ana"})
+    assert e.value.reason == "unsupported"
+    asked: list[tuple[str, float, int]] = []
+
+    def capture(name: str, seconds: float, shots: int) -> dict[str, object]:
+        if asked:
+            raise CommandError("busy", "gallery.capture: a capture of 'Ana' is running (12 s left)")
+        asked.append((name, seconds, shots))
+        return {"capturing": name, "seconds": seconds, "shots": shots}
+
+    handler.capture = capture
+    for args, message in [({}, "'name' missing"), ({"name": "Ana", "seconds": 2}, "'seconds' must be 5..120, got 2"),
+                          ({"name": "Ana", "shots": 9}, "'shots' must be 1..5, got 9"),
+                          ({"name": "Ana", "shots": True}, "must be a number, got a boolean"),
+                          ({"name": "Ana", "photos": []}, "unknown field"), ({"name": " "}, "name")]:
+        with pytest.raises(CommandError, match=message) as e:
+            handler.handle("gallery.capture", args)
+        assert e.value.reason == "bad_args"
+    assert asked == []
+    assert handler.handle("gallery.capture", {"name": " Ana "}) == {"capturing": "Ana", "seconds": 20.0, "shots": 3}
+    with pytest.raises(CommandError, match="running") as e:
+        handler.handle("gallery.capture", {"name": "Bo", "seconds": 60, "shots": 1})
+    assert e.value.reason == "busy" and asked == [("Ana", 20.0, 3)]
