@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 MIN_GAP_S = 0.5  # between two shots: a little head movement, not three copies of one frame
 
 PASSED_OVER = {"no_face": "without a face", "several_faces": "with several faces", "low_quality": "of low quality",
-               "not_live": "not judged live"}
+               "not_live": "not judged live", "someone_else": "recognised as another enrolled person"}
 
 
 def shot_problem(faces: Sequence[Face], live_checked: bool, live_threshold: float) -> str | None:
@@ -79,6 +79,10 @@ class Capture:
             why = r.status.value  # the same frame again: only a race of the detection cascade could differ
         self.passed[why] += 1
         return False
+
+    def pass_over(self, why: str) -> None:
+        """A frame the caller rejected for a reason of its own (the daemon: the face is somebody else)."""
+        self.passed[why] += 1
 
     def done(self, t: float) -> bool:
         return len(self.taken) >= self.shots or t > self.deadline

@@ -172,7 +172,12 @@ class Daemon:
             return
         t = time.monotonic()  # the deadline is wall time: a video file's positions would not match it
         if not c.done(t):
-            c.offer(self.recognizer.pipeline, frame.image, [r.face for r in recs], t, f"camera#{frame.index}")
+            other = recs[0].match.name if len(recs) == 1 and recs[0].known and recs[0].match else None
+            if other is not None and other != c.name:
+                # Bob standing there when Ana's capture was asked for: never enrol him as her.
+                c.pass_over("someone_else")
+            else:
+                c.offer(self.recognizer.pipeline, frame.image, [r.face for r in recs], t, f"camera#{frame.index}")
             if not c.done(t):
                 return
         self._capture = None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -44,6 +45,9 @@ MAX_PERSONS: Final = 10_000
 MAX_UNLOCK_S: Final = 60.0
 CAPTURE_SECONDS: Final = (5.0, 120.0, 20.0)  # min, max, default
 CAPTURE_SHOTS: Final = (1, 5, 3)
+# Whoever stands at the door when a capture arrives is enrolled: a broker must not be able to hold one back for the
+# command window (minutes) and deliver it when someone else is there.
+CAPTURE_MAX_AGE_S: Final = 15.0
 PERSON_KEYS: Final = frozenset({"name", "active", "valid_from", "valid_until", "schedule", "note", "templates",
                                 "photos", "replace_templates"})
 
@@ -123,11 +127,13 @@ class CommandHandler:
     def __init__(self, gallery: Gallery, model_sha: str, dim: int, device_id: str,
                  embed_photo: PhotoEmbedder | None = None, unlock: Callable[[float | None], None] | None = None,
                  allow_remote_unlock: bool = False,
-                 capture: Callable[[str, float, int], dict[str, Any]] | None = None) -> None:
+                 capture: Callable[[str, float, int], dict[str, Any]] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.gallery, self.model_sha, self.dim, self.device_id = gallery, model_sha, dim, device_id
         self.embed_photo, self.unlock, self.allow_remote_unlock = embed_photo, unlock, allow_remote_unlock
         # (name, seconds, shots) -> result; raises CommandError("busy") while a capture runs. The daemon sets it.
         self.capture = capture
+        self.clock = clock
         self.order = CommandOrder(gallery)
         self._issued_at: float | None = None  # of the command being handled (None: no order check)
 
@@ -226,6 +232,10 @@ class CommandHandler:
             raise _bad(f"gallery.capture: 'shots' must be {s_lo}..{s_hi}, got {shots}")
         if self.capture is None:
             raise CommandError("unsupported", "gallery.capture: this device takes no camera shots (no camera loop)")
+        if self._issued_at is not None and self.clock() - self._issued_at > CAPTURE_MAX_AGE_S:
+            raise CommandError("expired", f"gallery.capture: issued {self.clock() - self._issued_at:.0f} s ago; a "
+                                          f"capture must arrive within {CAPTURE_MAX_AGE_S:g} s (whoever stands at the "
+                                          "door when it arrives is enrolled); send it again")
         return self.capture(name, default if seconds is None else float(seconds), s_default if shots is None else shots)
 
     # --- helpers --------------------------------------------------------------------------------

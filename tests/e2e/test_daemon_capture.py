@@ -51,3 +51,19 @@ def test_a_capture_with_nobody_in_view_fails_by_its_deadline_and_changes_nothing
     assert e["details"]["shots"] == 0 and e["details"]["passed_over"]["no_face"] >= 40
     assert "no usable frame of 'Ana'" in e["details"]["why"]
     assert persons(gallery_db) == {"Obama": (1, 0)}
+
+
+def test_a_capture_never_enrols_somebody_the_door_recognises_as_another_person(tmp_path, scenes, gallery_db,
+                                                                               pipeline, model_set):
+    """Obama (enrolled) stands at the door when a capture of "Joe Biden" was asked for: passed over, nothing
+    enrolled, the failure says why; the door still lets Obama in."""
+    frames = scenes["walk"]("obama2.jpg", 24) + [scenes["hall"]] * 40  # the capture gives up after 5 s
+    code, _, relay, events = run_daemon(write_video(tmp_path / "obama.avi", frames), gallery_db, pipeline, model_set,
+                                        before=lambda d: d.start_capture("Joe Biden", 5.0, 2), realtime=True)
+    assert code == 0
+    [e] = [e for e in events if e["kind"] == "enrol"]
+    assert (e["reason"], e["person_name"], e["details"]["shots"]) == ("capture_failed", "Joe Biden", 0)
+    assert e["details"]["passed_over"]["someone_else"] >= 15
+    assert "recognised as another enrolled person" in e["details"]["why"]
+    assert persons(gallery_db) == {"Obama": (1, 0)}
+    relay.assert_states([False, True, False])

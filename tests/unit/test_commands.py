@@ -243,3 +243,15 @@ def test_gallery_capture_checks_its_arguments_then_asks_the_camera_loop(handler)
     with pytest.raises(CommandError, match="running") as e:
         handler.handle("gallery.capture", {"name": "Bo", "seconds": 60, "shots": 1})
     assert e.value.reason == "busy" and asked == [("Ana", 20.0, 3)]
+
+
+def test_a_capture_held_back_on_the_way_is_refused(handler):
+    """Whoever stands at the door when a capture arrives is enrolled: one issued more than 15 s ago (a broker that
+    held it back inside the command window) is refused as expired, a fresh one goes through."""
+    import time
+
+    handler.capture = lambda name, seconds, shots: {"capturing": name}
+    with pytest.raises(CommandError, match=r"issued 2\d s ago; a capture must arrive within 15 s") as e:
+        handler.handle("gallery.capture", {"name": "Ana"}, issued_at=time.time() - 25)
+    assert e.value.reason == "expired"
+    assert handler.handle("gallery.capture", {"name": "Ana"}, issued_at=time.time() - 2) == {"capturing": "Ana"}
