@@ -112,6 +112,11 @@ def test_camera_usage_errors(db, tmp_path, faces_dev, capsys):
     assert code == EXIT_USAGE and "give photos of the person" in err
     code, _, err = run(capsys, "enroll", "--name", "Obama", "--camera", str(faces_dev))
     assert code == EXIT_ERROR and "a photo or a folder is not a camera" in err
+    code, _, err = run(capsys, "enroll", "--name", "Obama", "--camera", str(tmp_path / "missing.avi"))
+    assert code == EXIT_ERROR and "no such file or folder" in err and "missing.avi" in err
+    (tmp_path / "bad.avi").write_bytes(b"not a video")
+    code, _, err = run(capsys, "enroll", "--name", "Obama", "--camera", str(tmp_path / "bad.avi"))
+    assert code == EXIT_ERROR and "cannot open" in err and "bad.avi" in err
     with pytest.raises(SystemExit):
         main(["enroll", "--name", "Obama", "--camera", "x.avi", "--shots", "0"])
     assert "must be in 1..10, got 0" in capsys.readouterr().err
