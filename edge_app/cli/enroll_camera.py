@@ -25,13 +25,13 @@ def camera_shots(args: argparse.Namespace, pipe: Pipeline, n_masked: int, live_t
     if isinstance(source, ImageSource):
         raise EdgeAppError(f"--camera {spec}: a photo or a folder is not a camera; give the photos without --camera")
     capture: Capture | None = None
-    if source.live:
-        say(f"watching {source.description}: look at the camera as you would at the door (with your usual mask "
-            f"for a masked template); {args.shots} shot(s) within {args.seconds:g} s")
     with source:
         for frame in source:
-            if capture is None:
+            if capture is None:  # said once the camera gives frames, not before a camera that cannot open
                 capture = Capture(args.name, args.shots, frame.timestamp + args.seconds, n_masked, live_threshold)
+                if source.live:
+                    say(f"watching {source.description}: look at the camera as you would at the door (with your "
+                        f"usual mask for a masked template); {args.shots} shot(s) within {args.seconds:g} s")
             if capture.done(frame.timestamp):
                 break
             if capture.offer(pipe, frame.image, pipe.process(frame.image), frame.timestamp,
