@@ -169,6 +169,7 @@ class ModelSet:
         manifest_path = self.dir / MANIFEST
         self.manifest = read_manifest(self.dir)
         self._entries: dict[str, dict[str, Any]] = self.manifest["models"]
+        self._verified: dict[str, tuple[int, int]] = {}  # model name -> (size, mtime) when its sha256 last matched
         missing = [p for p in self.embedder_parts if p not in self._entries]
         if missing:
             raise ModelNotFoundError(f"{manifest_path}: no {embedder} embedder ({', '.join(map(repr, missing))}) in "
@@ -182,10 +183,16 @@ class ModelSet:
         if not path.is_file():
             raise ModelNotFoundError(f"model file not found: {path} (listed as {name!r} in {MANIFEST})")
         if verify:
-            actual = file_sha256(path)
-            if actual != entry["sha256"]:
-                raise ModelError(f"{path}: sha256 {actual[:12]}… does not match the manifest "
-                                 f"({entry['sha256'][:12]}…); the file is corrupt or from another build")
+            # Hashed once while the file stays as it was: a pipeline loads some models twice (the eyes' and the
+            # fused embedder's one-thread copies), and 13 MB hashed again is start-up time on a Pi for nothing.
+            st = path.stat()
+            stamp = (st.st_size, st.st_mtime_ns)
+            if self._verified.get(name) != stamp:
+                actual = file_sha256(path)
+                if actual != entry["sha256"]:
+                    raise ModelError(f"{path}: sha256 {actual[:12]}… does not match the manifest "
+                                     f"({entry['sha256'][:12]}…); the file is corrupt or from another build")
+                self._verified[name] = stamp
         return ModelInfo(name, path, entry["sha256"], entry)
 
     def load(self, name: str, num_threads: int = 2, delegate: str | None = None) -> TFLiteModel:
@@ -288,7 +295,8 @@ class ModelSet:
         With the short-range detector, ``cascade`` adds the passes of vision/cascade.py (refinement of small
         faces, close-ups, the full-range model for small faces); None: one short-range pass, as before.
         ``embed_side_by_side`` (with 2+ threads and a fused embedder): a bare face's two networks at the same time
-        on one-thread interpreters (same embeddings, ~2 ms sooner); False: in turn, as before (for comparisons)."""
+        on one-thread interpreters (same embeddings, 0.6-1.3 ms sooner per face on 2 cores, docs/speed.md); False: in
+        turn, as before (for comparisons)."""
         det = self.detector(detector, num_threads, min_score, cascade)
         try:
             nets = [FaceEmbedder(self.load(p, num_threads)) for p in self.embedder_parts]

@@ -89,3 +89,22 @@ def test_missing_image(tmp_path):
     with pytest.raises(InputNotFoundError, match="nope.jpg") as e:
         read_image(tmp_path / "nope.jpg")
     assert isinstance(e.value, FileNotFoundError)
+
+
+def test_each_model_file_is_hashed_once_while_it_stays_as_it_was(models_copy, monkeypatch):
+    """A pipeline loads the eye model and the fused embedder's two networks twice (one-thread copies): their files
+    are checked once; a file changed after that is checked again and refused."""
+    import edge_app.models as models
+
+    hashed: list[str] = []
+    real = models.file_sha256
+    monkeypatch.setattr(models, "file_sha256", lambda path: hashed.append(path.name) or real(path))
+    ms = ModelSet(models_copy)
+    ms.pipeline(num_threads=2)
+    assert sorted(hashed) == sorted(set(hashed)) and "face_embedder_edgeface.tflite" in hashed
+    p = models_copy / "face_embedder_edgeface.tflite"
+    data = bytearray(p.read_bytes())
+    data[1000] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="face_embedder_edgeface.tflite: sha256 .* does not match"):
+        ms.load("face_embedder_edgeface")
