@@ -71,12 +71,12 @@ class Capture:
         why = shot_problem(faces, pipeline.liveness is not None, self.live_threshold)
         if why is None:
             seed = int.from_bytes(hashlib.sha256(rgb.tobytes()).digest()[:8], "little")
-            r = embed_rgb(pipeline, rgb, Path(origin), self.n_masked, seed)
+            r = embed_rgb(pipeline, rgb, Path(origin), self.n_masked, seed, faces)
             if r.status is PhotoStatus.OK:
                 self.taken.append(r)
                 self.last = t
                 return True
-            why = r.status.value  # the same frame again: only a race of the detection cascade could differ
+            why = r.status.value  # embed_rgb's own checks, should they ever go beyond shot_problem's
         self.passed[why] += 1
         return False
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +78,10 @@ def embed_photo_bytes(pipeline: Pipeline, data: bytes, n_masked: int = 0, name: 
     return embed_rgb(pipeline, rgb, Path(name), n_masked, photo_seed(data))
 
 
-def embed_rgb(pipeline: Pipeline, rgb: np.ndarray, path: Path, n_masked: int, seed: int) -> PhotoResult:
-    faces = pipeline.process(rgb)
+def embed_rgb(pipeline: Pipeline, rgb: np.ndarray, path: Path, n_masked: int, seed: int,
+              faces: Sequence[Face] | None = None) -> PhotoResult:
+    """``faces``: what ``pipeline.process(rgb)`` already gave (a camera frame the caller has looked at)."""
+    faces = pipeline.process(rgb) if faces is None else faces
     if not faces:
         return PhotoResult(path, PhotoStatus.NO_FACE, "no face found")
     if len(faces) > 1:
