@@ -167,6 +167,7 @@ class Daemon:
         return {"capturing": name, "seconds": seconds, "shots": shots}
 
     def _capture_step(self, frame: Frame, recs: list[Recognition]) -> None:
+        """A shot of the running gallery.capture from this frame, if one runs; its outcome stored once it ends."""
         c = self._capture
         if c is None:
             return
@@ -439,8 +440,7 @@ class Daemon:
                 self.stats.first_face_frame = self.stats.frames
         elif not recs:
             self._face_since = None
-        if self._capture is not None:
-            self._capture_step(frame, recs)
+        self._capture_step(frame, recs)
         decisions = self.controller.observe(recs, self.now(), frame.timestamp)
         by_track = {t.id: t for t in self.controller.tracker.tracks} if decisions else {}
         for d in decisions:

@@ -232,8 +232,9 @@ class CommandHandler:
             raise _bad(f"gallery.capture: 'shots' must be {s_lo}..{s_hi}, got {shots}")
         if self.capture is None:
             raise CommandError("unsupported", "gallery.capture: this device takes no camera shots (no camera loop)")
-        if self._issued_at is not None and self.clock() - self._issued_at > CAPTURE_MAX_AGE_S:
-            raise CommandError("expired", f"gallery.capture: issued {self.clock() - self._issued_at:.0f} s ago; a "
+        age = None if self._issued_at is None else self.clock() - self._issued_at
+        if age is not None and age > CAPTURE_MAX_AGE_S:
+            raise CommandError("expired", f"gallery.capture: issued {age:.0f} s ago; a "
                                           f"capture must arrive within {CAPTURE_MAX_AGE_S:g} s (whoever stands at the "
                                           "door when it arrives is enrolled); send it again")
         return self.capture(name, default if seconds is None else float(seconds), s_default if shots is None else shots)
