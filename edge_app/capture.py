@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_app.enrol import PhotoResult, PhotoStatus, embed_rgb, templates_of
+from edge_app.enrol import PhotoResult, PhotoStatus, PhotoTemplates, embed_rgb, lacks_bare_face
 from edge_app.errors import GalleryInputError
 from edge_app.gallery.store import Gallery
 from edge_app.vision.pipeline import Face, Pipeline
@@ -94,20 +94,16 @@ def store(gallery: Gallery, capture: Capture, model_sha: str) -> dict[str, Any]:
     if not capture.taken:
         raise GalleryInputError(f"no usable frame of {capture.name!r} (frames passed over: "
                                 f"{describe(capture.passed)}); nothing enrolled")
-    files = [templates_of(r) for r in capture.taken]
-    plain = [b for b, _ in files if b is not None]
-    masked = [m for _, ms in files for m in ms]
+    t = PhotoTemplates.of(capture.taken)
     with gallery.write_transaction():
-        if not plain and not gallery.has_bare_template(capture.name):
-            # The thresholds are calibrated for bare enrolment photos (plus their synthetic masks).
+        if lacks_bare_face(gallery, capture.name, len(t.plain), replacing=False):
             raise GalleryInputError(f"every shot of {capture.name!r} shows a mask and they have no bare-face "
                                     "template; take bare shots first; nothing enrolled")
         new = not any(p.name == capture.name for p in gallery.list_persons())
         if new:
             gallery.add_person(capture.name)
-        ids = gallery.add_templates(capture.name, np.stack(plain + masked), model_sha=model_sha,
-                                    masked=[False] * len(plain) + [True] * len(masked),
+        ids = gallery.add_templates(capture.name, t.embeddings, model_sha=model_sha, masked=t.masked_flags,
                                     source=f"camera capture, {len(capture.taken)} shot(s)")
     return {"name": capture.name, "shots": len(capture.taken), "templates": len(ids),
-            "plain_templates": len(plain), "masked_templates": len(masked), "new_person": new,
+            "plain_templates": len(t.plain), "masked_templates": len(t.masked), "new_person": new,
             "passed_over": dict(capture.passed), "gallery_version": gallery.gallery_version}

@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from edge_app.imageio import IMAGE_EXTS, decode_image, read_image_file
 from edge_app.vision.align import align
 from edge_app.vision.pipeline import Face, Pipeline
 from edge_app.vision.synth_mask import draw_mask, random_style
+
+if TYPE_CHECKING:
+    from edge_app.gallery.store import Gallery
 
 
 class PhotoStatus(enum.Enum):
@@ -108,6 +112,37 @@ def templates_of(r: PhotoResult) -> tuple[np.ndarray | None, list[np.ndarray]]:
     if r.face is not None and r.face.masked:
         return None, [r.embedding]
     return r.embedding, list(r.masked_embeddings)
+
+
+@dataclass(frozen=True)
+class PhotoTemplates:
+    """The templates of accepted photos or shots, filed as templates_of files each: plain rows first."""
+
+    plain: list[np.ndarray]
+    masked: list[np.ndarray]
+
+    @classmethod
+    def of(cls, results: Iterable[PhotoResult]) -> PhotoTemplates:
+        files = [templates_of(r) for r in results]
+        return cls([b for b, _ in files if b is not None], [m for _, ms in files for m in ms])
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        return np.stack(self.plain + self.masked)
+
+    @property
+    def masked_flags(self) -> list[bool]:
+        return [False] * len(self.plain) + [True] * len(self.masked)
+
+
+def lacks_bare_face(gallery: Gallery, name: str, plain: int, replacing: bool) -> bool:
+    """True when enrolling ``plain`` bare-face templates would leave ``name`` known only from masked faces.
+
+    Every enrolment path refuses that (enroll, camera capture, MQTT; a gallery file's import checks its
+    persons the same way): the thresholds are calibrated for bare enrolment photos plus their synthetic
+    masks, so a person known only from masked faces would be matched outside the calibrated stranger rates
+    (docs/accuracy.md)."""
+    return plain == 0 and (replacing or not gallery.has_bare_template(name))
 
 
 # Kinds cycled through for the synthetic-masked templates of one photo: the masks people wear most.

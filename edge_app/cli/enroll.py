@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from edge_app.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from edge_app.cli.common import (
     emit_json,
@@ -21,7 +19,15 @@ from edge_app.cli.common import (
     say,
     settings,
 )
-from edge_app.enrol import PhotoResult, PhotoStatus, embed_photo, expand_photos, subfolders, templates_of
+from edge_app.enrol import (
+    PhotoResult,
+    PhotoStatus,
+    PhotoTemplates,
+    embed_photo,
+    expand_photos,
+    lacks_bare_face,
+    subfolders,
+)
 from edge_app.gallery.kiosk import wait_for_kiosk_reload
 from edge_app.gallery.matcher import Matcher
 from edge_app.models import ModelSet
@@ -92,17 +98,10 @@ def _store(args: argparse.Namespace, ms: ModelSet, accepted: list[PhotoResult], 
            what: str) -> int:
     """The accepted photos' templates into the gallery (one transaction), with the checks every enrolment makes."""
     threshold = policy(args, ms).threshold
-    # A photo that already shows a mask gives a masked template; the others a plain one plus
-    # their synthetic-masked ones.
-    files = [templates_of(r) for r in accepted]
-    plain = [b for b, _ in files if b is not None]
-    masked = [m for _, ms in files for m in ms]
-    emb = np.stack(plain + masked)
-    flags = [False] * len(plain) + [True] * len(masked)
+    t = PhotoTemplates.of(accepted)
+    plain, masked, emb, flags = t.plain, t.masked, t.embeddings, t.masked_flags
     with gallery(args) as g:
-        if not plain and (args.replace or not g.has_bare_template(args.name)):
-            # The thresholds are calibrated for bare enrolment photos (plus their synthetic masks): a person
-            # known only from masked faces is matched outside those stranger rates (docs/accuracy.md).
+        if lacks_bare_face(g, args.name, len(plain), replacing=args.replace):
             say(f"edge-app: error: every usable photo of {args.name!r} shows a mask; enrol at least one photo "
                 f"without a mask; nothing enrolled")
             if args.json:

@@ -187,8 +187,7 @@ def check_embedder(doc: GalleryFile, model_sha: str, dim: int | None = None) -> 
                                     f"gives {dim}; nothing imported")
     masked_only = [p.name for p in doc.persons if p.masked and all(p.masked)]
     if masked_only:
-        # The thresholds are calibrated for bare enrolment photos (plus their synthetic masks): someone known
-        # only from masked faces would be matched outside those stranger rates (as enroll and MQTT refuse).
+        # The rule of enrol.lacks_bare_face, for a file's persons.
         raise GalleryInputError(f"{doc.origin}: {len(masked_only)} person(s) with masked templates only: "
                                 f"{', '.join(map(repr, masked_only[:5]))}; each needs a bare-face template; "
                                 "nothing imported")

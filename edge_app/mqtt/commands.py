@@ -32,6 +32,7 @@ from typing import Any, Final
 import numpy as np
 
 from edge_app.access.policy import parse_schedule
+from edge_app.enrol import lacks_bare_face
 from edge_app.errors import EdgeAppError, GalleryInputError, PersonNotFoundError
 from edge_app.gallery.outbox import CommandOrder
 from edge_app.gallery.store import Gallery, clean_name
@@ -310,10 +311,8 @@ class CommandHandler:
 
     def _apply(self, spec: PersonSpec) -> None:
         """Inside the caller's transaction."""
-        if spec.has_templates and not spec.plain and (spec.replace_templates
-                                                       or not self.gallery.has_bare_template(spec.name)):
-            # Known only from masked faces, a person is matched outside the calibrated stranger rates (the
-            # thresholds hold for bare enrolment photos plus their synthetic masks: docs/accuracy.md).
+        if spec.has_templates and lacks_bare_face(self.gallery, spec.name, len(spec.plain),
+                                                  replacing=spec.replace_templates):
             raise CommandError("bad_photo", f"{spec.name}: no face without a mask among the photos or templates, and "
                                "no bare-face template kept; send at least one photo without a mask")
         self.gallery.upsert_person(spec.name, **spec.fields)

@@ -542,3 +542,16 @@ def test_has_bare_template_counts_only_faces_without_a_mask(tmp_path: Path, rng:
         assert not g.has_bare_template(" Ann ")
         g.add_templates("Ann", rng.normal(size=(1, 8)), model_sha=SHA_B, masked=False)  # any embedder counts
         assert g.has_bare_template(" Ann ")
+
+
+def test_the_bare_face_rule_every_enrolment_path_keeps(tmp_path: Path, rng: np.random.Generator) -> None:
+    from edge_app.enrol import lacks_bare_face
+
+    with Gallery(tmp_path / "g.db") as g:
+        assert lacks_bare_face(g, "Ann", plain=0, replacing=False)  # new person, masked shots only
+        assert not lacks_bare_face(g, "Ann", plain=1, replacing=False)
+        g.add_person("Ann")
+        g.add_templates("Ann", rng.normal(size=(1, 8)), model_sha=SHA_A, masked=False)
+        assert not lacks_bare_face(g, "Ann", plain=0, replacing=False)  # masked shots next to a kept bare face
+        assert lacks_bare_face(g, "Ann", plain=0, replacing=True)  # replacing would drop the bare face
+        assert not lacks_bare_face(g, "Ann", plain=2, replacing=True)
