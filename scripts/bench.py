@@ -241,12 +241,13 @@ def model_kernels(pipe: Pipeline) -> dict[str, str]:
         out["eyes"] = str(pipe.eyes.model.kernels())
     if pipe.mask_classifier is not None:
         out["mask"] = str(pipe.mask_classifier.model.kernels())
-    nets = [pipe.embedder] if isinstance(pipe.embedder, FaceEmbedder) else [pipe.embedder.first, pipe.embedder.second]
+    emb = pipe.embedder
+    nets = [emb.first, emb.second] if isinstance(emb, FusedEmbedder) else [emb] if isinstance(emb, FaceEmbedder) else []
     for i, net in enumerate(nets):
         out["embedder" if i == 0 else f"embedder_{i + 1}"] = str(net.model.kernels())
     if pipe.liveness is not None:
-        for net in pipe.liveness.nets:
-            out[net.model.path.stem] = str(net.model.kernels())
+        for live_net in pipe.liveness.nets:
+            out[live_net.model.path.stem] = str(live_net.model.kernels())
     return out
 
 

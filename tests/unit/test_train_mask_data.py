@@ -9,7 +9,7 @@ import pytest
 
 from scripts import facedata
 from scripts.common import RMFRD_NAME, not_rmfrd
-from scripts.train_mask import labelled
+from scripts.train_mask import labelled, surrounded, with_surround
 from tests.conftest import DATA
 
 
@@ -48,3 +48,35 @@ def test_training_files_hold_no_rmfrd_photo_and_every_dev_photo():
     photos = [p for p in DATA.glob("real-masked-dev/*/*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
     assert len(dev) == len(photos)
     assert all(m == (p.parent.name == "masked") for p, m in dev)
+
+
+def test_a_surround_keeps_the_photo_and_its_keypoints_and_fills_what_was_black():
+    rng = np.random.default_rng(3)
+    photo = np.random.default_rng(0).integers(0, 256, (160, 120, 3), dtype=np.uint8)
+    kps = np.array([[40.0, 60], [80, 60], [60, 90], [60, 120], [20, 60], [100, 60]])
+    others = [facedata.FaceRecord(Path("o.jpg"), False, None, photo, kps, True, photo)]
+    for _ in range(12):  # every kind of background comes up
+        canvas, moved = surrounded(photo, kps, others, rng)
+        pad = int(0.6 * 160)
+        assert canvas.shape == (160 + 2 * pad, 120 + 2 * pad, 3)
+        assert np.array_equal(canvas[pad:pad + 160, pad:pad + 120], photo)
+        assert np.allclose(moved, kps + pad)
+        around = np.concatenate([canvas[:pad].reshape(-1, 3), canvas[-pad:].reshape(-1, 3)])
+        assert around.mean() > 0 or around.std() > 0  # not the warp's black
+
+
+def test_with_surround_makes_new_chips_of_the_same_faces():
+    from edge_app.vision.align import ChipGeometry, align
+
+    rng = np.random.default_rng(1)
+    photo = rng.integers(60, 200, (160, 160, 3), dtype=np.uint8)
+    kps = np.array([[55.0, 70], [105, 70], [80, 100], [80, 125], [30, 70], [130, 70]])
+    face = facedata.FaceRecord(Path("x/without_mask/b.jpg"), False, None, photo, kps, True,
+                               np.zeros((150, 150, 3), np.uint8))
+    geometry = ChipGeometry(150, np.array([[47.3, 45.9], [100.6, 45.5], [74.5, 77.0], [74.5, 103.2]]))
+    black = (align(photo, kps, geometry, eyes_only=True).sum(-1) == 0).sum()
+    assert black > 500  # the face's chip reaches beyond the photo: black there without a surround
+    out = with_surround([face] * 10, geometry, 1.0, seed=5)
+    assert len(out) == 10 and all(f.masked is False and f.path == face.path for f in out)
+    assert all(f.chip.shape == (150, 150, 3) and (f.chip.sum(-1) == 0).sum() < black / 10 for f in out)
+    assert with_surround([face] * 10, geometry, 0.0, seed=5) == []
