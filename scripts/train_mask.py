@@ -18,8 +18,7 @@ on validation faces are drawn with another seed from another photo set.
 Reports accuracy, the confusion matrix (real masks, synthetic masks, no mask) and latency of the
 int8 model against the float Keras model (the validation faces also on a random background), the
 real-masked-dev people held apart (measure their walk-ups with scripts/detection_eval.py), and writes the
-manifest entry. Exit codes: 0 done,
-2 data missing, 1 other failure. About 10 minutes on 2 cores.
+manifest entry. Exit codes: 0 done, 2 data missing, 1 other failure. About 10 minutes on 2 cores.
 """
 
 from __future__ import annotations
