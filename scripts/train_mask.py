@@ -323,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-dev", action="store_true",
                     help="train without real-masked-dev's photos (to measure the classifier on them honestly)")
     args = ap.parse_args(argv)
+    if not 0.0 <= args.surround <= 1.0:
+        ap.error(f"--surround is a share of the faces, 0..1, got {args.surround:g}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     def body() -> None:

@@ -80,3 +80,13 @@ def test_with_surround_makes_new_chips_of_the_same_faces():
     assert len(out) == 10 and all(f.masked is False and f.path == face.path for f in out)
     assert all(f.chip.shape == (150, 150, 3) and (f.chip.sum(-1) == 0).sum() < black / 10 for f in out)
     assert with_surround([face] * 10, geometry, 0.0, seed=5) == []
+
+
+@pytest.mark.parametrize("share", ["-0.1", "1.5"])
+def test_a_surround_share_outside_0_1_is_refused_by_name(share, capsys):
+    from scripts.train_mask import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--surround", share])
+    assert exc.value.code == 2
+    assert "--surround" in capsys.readouterr().err
