@@ -17,6 +17,10 @@ def test_detection_eval_reports_every_condition(capsys):  # type: ignore[no-unty
     assert set(rows) == {(c, k) for c in ("as-crop", "80", "200") for k in ("masked", "unmasked")}
     assert all(row["n"] > 0 and 0.0 <= row["found"] <= 1.0 for row in rows.values())
     assert rows[("as-crop", "unmasked")]["found"] == 1.0  # every bare crop is found as it is
+    # the mask status column: share of found faces called what their folder says (tests/unit/test_mask_status.py
+    # holds the classifier to it over plain colours; these few crops only check the column)
+    assert rows[("200", "unmasked")]["mask_status_right"] >= 0.85
+    assert all(0.0 <= row["mask_status_right"] <= 1.0 for row in rows.values())
     ctx = r["in_context"]
     assert set(ctx) == {"masked", "unmasked"}
     for c in ctx.values():
