@@ -10,7 +10,6 @@ plain template and its synthetic-masked ones, as every enrolment path files them
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_app.enrol import PhotoResult, PhotoStatus, PhotoTemplates, embed_rgb, lacks_bare_face
+from edge_app.enrol import PhotoResult, PhotoStatus, PhotoTemplates, embed_rgb, lacks_bare_face, photo_seed
 from edge_app.errors import GalleryInputError
 from edge_app.gallery.store import Gallery
 from edge_app.vision.pipeline import Face, Pipeline
@@ -70,8 +69,7 @@ class Capture:
             return False
         why = shot_problem(faces, pipeline.liveness is not None, self.live_threshold)
         if why is None:
-            seed = int.from_bytes(hashlib.sha256(rgb.tobytes()).digest()[:8], "little")
-            r = embed_rgb(pipeline, rgb, Path(origin), self.n_masked, seed, faces)
+            r = embed_rgb(pipeline, rgb, Path(origin), self.n_masked, photo_seed(rgb.tobytes()), faces)
             if r.status is PhotoStatus.OK:
                 self.taken.append(r)
                 self.last = t
