@@ -89,7 +89,7 @@ def _count_1_10(text: str) -> int:
 def _person_name(text: str) -> str:
     # Checked while parsing, so an empty or unusable name fails before any model is loaded.
     from edge_app.errors import GalleryInputError
-    from edge_app.gallery.store import clean_name
+    from edge_app.gallery.fields import clean_name
 
     try:
         return clean_name(text)

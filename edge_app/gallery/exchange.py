@@ -20,7 +20,9 @@ import numpy as np
 
 from edge_app.access.policy import parse_schedule
 from edge_app.errors import GalleryError, GalleryInputError, InputNotFoundError, TemplateModelMismatch
-from edge_app.gallery.store import EXPORT_FORMAT, SCHEMA_VERSION, Gallery, clean_name
+from edge_app.gallery.fields import clean_name
+from edge_app.gallery.schema import SCHEMA_VERSION
+from edge_app.gallery.store import EXPORT_FORMAT, Gallery
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,13 @@ import base64
 import enum
 import json
 import logging
-import re
 import sqlite3
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, SupportsFloat
@@ -31,17 +30,25 @@ import sqlite_utils
 
 from edge_app.errors import GalleryError, GalleryInputError, PersonNotFoundError, TemplateModelMismatch
 from edge_app.fsutil import create_private_file, private_dir, write_private
+from edge_app.gallery.fields import (
+    DateLike,
+    ScheduleLike,
+    check_sha,
+    check_window,
+    clean_name,
+    iso_or_none,
+    json_default,
+    per_row,
+    schedule_json,
+    unit_rows,
+)
+from edge_app.gallery.schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
-MAX_NAME_LEN: Final = 128
 BUSY_TIMEOUT_MS: Final = 5000
 EXPORT_FORMAT: Final = "edge-app-gallery"
-_SHA_RE: Final = re.compile(r"[0-9a-f]{64}")
-_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 
-DateLike = str | date | None
-ScheduleLike = str | Mapping[str, Any] | list[Any] | None
 
 
 class _Unset(enum.Enum):
@@ -49,58 +56,6 @@ class _Unset(enum.Enum):
 
 
 _UNSET: Final = _Unset.UNSET
-
-
-# --- schema -------------------------------------------------------------------------------------
-
-
-def _m001_initial(db: sqlite_utils.Database) -> None:
-    for sql in (
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)",
-        # AUTOINCREMENT: a new person never gets a removed person's id, which events still name.
-        """CREATE TABLE persons (
-            id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL,
-            active INTEGER NOT NULL DEFAULT 1, valid_from TEXT, valid_until TEXT, schedule TEXT, note TEXT,
-            created_at TEXT, updated_at TEXT)""",
-        """CREATE TABLE templates (
-            id INTEGER PRIMARY KEY,
-            person_id INTEGER NOT NULL REFERENCES persons(id) ON DELETE CASCADE,
-            model_sha TEXT NOT NULL, masked INTEGER NOT NULL, dim INTEGER NOT NULL,
-            embedding BLOB NOT NULL, source TEXT, quality REAL, created_at TEXT)""",
-        "CREATE INDEX idx_templates_model_sha ON templates(model_sha)",
-        "CREATE INDEX idx_templates_person_id ON templates(person_id)",
-        """CREATE TABLE events (
-            id TEXT PRIMARY KEY, ts TEXT, kind TEXT, person_id INTEGER, person_name TEXT,
-            score REAL, mask TEXT, reason TEXT, details TEXT)""",
-        "CREATE INDEX idx_events_ts ON events(ts)",
-        "INSERT INTO meta (key, value) VALUES ('gallery_version', '0')",
-    ):
-        db.execute(sql)
-
-
-def _m002_outbox_and_commands(db: sqlite_utils.Database) -> None:
-    for sql in (
-        # Messages waiting for the broker: kept until acknowledged, sent in seq order (edge_app.gallery.outbox).
-        """CREATE TABLE outbox (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,
-            qos INTEGER NOT NULL, retain INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL)""",
-        # Ids of admin commands already executed, kept for the replay window (edge_app.mqtt.security).
-        "CREATE TABLE seen_commands (id TEXT PRIMARY KEY, issued_at REAL NOT NULL, seen_at TEXT NOT NULL)",
-        "CREATE INDEX idx_seen_commands_issued ON seen_commands(issued_at)",
-    ):
-        db.execute(sql)
-
-
-def _m003_command_order(db: sqlite_utils.Database) -> None:
-    # Issue time of the newest gallery change applied per person ('*': a whole-gallery replace), so a signed
-    # command held back and delivered late cannot undo a newer one (edge_app.gallery.outbox.CommandOrder).
-    db.execute("CREATE TABLE command_order (subject TEXT PRIMARY KEY, issued_at REAL NOT NULL)")
-
-
-# Append only: position i migrates schema version i -> i + 1.
-MIGRATIONS: Final[list[Callable[[sqlite_utils.Database], None]]] = [_m001_initial, _m002_outbox_and_commands,
-                                                                    _m003_command_order]
-SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
 # --- records ------------------------------------------------------------------------------------
@@ -151,111 +106,6 @@ class TemplateSet:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def clean_name(name: str) -> str:
-    """Stripped name, or GalleryInputError saying what is wrong with it."""
-    if not isinstance(name, str):
-        raise GalleryInputError(f"person name must be a string, got {type(name).__name__}")
-    s = name.strip()
-    if not s:
-        raise GalleryInputError("person name is empty")
-    if len(s) > MAX_NAME_LEN:
-        raise GalleryInputError(f"person name is {len(s)} characters, the limit is {MAX_NAME_LEN}: "
-                                f"{s[:40]!r}...")
-    if _CONTROL_RE.search(s):  # names end up in logs, MQTT topics and on screen
-        raise GalleryInputError(f"person name contains control characters: {s!r}")
-    return s
-
-
-def _check_sha(model_sha: str) -> str:
-    s = model_sha.strip().lower() if isinstance(model_sha, str) else ""
-    if not _SHA_RE.fullmatch(s):
-        raise GalleryInputError(f"model_sha must be 64 hex characters (sha256), got {model_sha!r}")
-    return s
-
-
-def _iso(value: DateLike, field: str) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, date):  # datetime is a date too
-        return value.isoformat()
-    if isinstance(value, str):
-        s = value.strip()
-        try:
-            datetime.fromisoformat(s)
-        except ValueError:
-            raise GalleryInputError(f"{field} is not an ISO-8601 date/time: {value!r}") from None
-        return s  # kept as written: a bare date may mean "whole day" to the access policy
-    raise GalleryInputError(f"{field} must be an ISO-8601 string or a date, got {type(value).__name__}")
-
-
-def _check_window(valid_from: str | None, valid_until: str | None) -> None:
-    if valid_from and valid_until:
-        a, b = datetime.fromisoformat(valid_from), datetime.fromisoformat(valid_until)
-        if (a.tzinfo is None) == (b.tzinfo is None) and a > b:
-            raise GalleryInputError(f"valid_from {valid_from} is after valid_until {valid_until}")
-
-
-def _schedule_json(schedule: ScheduleLike) -> str | None:
-    if schedule is None:
-        return None
-    if isinstance(schedule, str):
-        try:
-            json.loads(schedule)
-        except ValueError as e:
-            raise GalleryInputError(f"schedule is not valid JSON: {e}") from None
-        return schedule
-    try:
-        return json.dumps(schedule, sort_keys=True)
-    except (TypeError, ValueError) as e:
-        raise GalleryInputError(f"schedule is not JSON-serialisable: {e}") from None
-
-
-def _json_default(o: object) -> object:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, date):
-        return o.isoformat()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"{type(o).__name__} is not JSON-serialisable")
-
-
-def _per_row(value: Any, n: int, field: str) -> list[Any]:
-    """A scalar repeated n times, or a sequence of exactly n values."""
-    if value is None or isinstance(value, bool | int | float | np.generic):
-        return [value] * n
-    seq = list(value)
-    if len(seq) != n:
-        raise GalleryInputError(f"{field} has {len(seq)} values for {n} embeddings")
-    return seq
-
-
-def _unit_rows(embeddings: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    """Validated, L2-normalised little-endian float32 copy of a (n, d) float array."""
-    try:
-        arr = np.asarray(embeddings)
-    except ValueError as e:
-        raise GalleryInputError(f"embeddings are not an array: {e}") from None
-    if arr.ndim != 2:
-        raise GalleryInputError(f"embeddings must be 2-D (n, dim), got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise GalleryInputError(f"embeddings must be floating point, got dtype {arr.dtype}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise GalleryInputError(f"embeddings are empty: shape {arr.shape}")
-    x = arr.astype(np.float64)  # norm in float64: no overflow/underflow for extreme float32 rows
-    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-    if bad.size:
-        raise GalleryInputError(f"embedding rows {bad.tolist()} contain NaN or inf")
-    norms = np.linalg.norm(x, axis=1)
-    zero = np.flatnonzero(norms == 0)
-    if zero.size:
-        raise GalleryInputError(f"embedding rows {zero.tolist()} are all zeros")
-    unit: npt.NDArray[np.float32] = (x / norms[:, None]).astype("<f4")
-    return unit
 
 
 def _freeze(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -475,10 +325,10 @@ class Gallery:
                    note: str | None = None) -> Person:
         """Create a person; GalleryError if the name is taken."""
         name = clean_name(name)
-        fields: dict[str, Any] = {"active": int(bool(active)), "valid_from": _iso(valid_from, "valid_from"),
-                  "valid_until": _iso(valid_until, "valid_until"), "schedule": _schedule_json(schedule),
+        fields: dict[str, Any] = {"active": int(bool(active)), "valid_from": iso_or_none(valid_from, "valid_from"),
+                  "valid_until": iso_or_none(valid_until, "valid_until"), "schedule": schedule_json(schedule),
                   "note": note}
-        _check_window(fields["valid_from"], fields["valid_until"])
+        check_window(fields["valid_from"], fields["valid_until"])
         with self._write():
             if self._person_row(name) is not None:
                 raise GalleryError(f"a person named {name!r} already exists in gallery {self.path}")
@@ -497,11 +347,11 @@ class Gallery:
         if not isinstance(active, _Unset):
             given["active"] = int(bool(active))
         if not isinstance(valid_from, _Unset):
-            given["valid_from"] = _iso(valid_from, "valid_from")
+            given["valid_from"] = iso_or_none(valid_from, "valid_from")
         if not isinstance(valid_until, _Unset):
-            given["valid_until"] = _iso(valid_until, "valid_until")
+            given["valid_until"] = iso_or_none(valid_until, "valid_until")
         if not isinstance(schedule, _Unset):
-            given["schedule"] = _schedule_json(schedule)
+            given["schedule"] = schedule_json(schedule)
         if not isinstance(note, _Unset):
             given["note"] = note
         with self._write():
@@ -509,7 +359,7 @@ class Gallery:
             if row is None:
                 fields = {"active": 1, "valid_from": None, "valid_until": None, "schedule": None,
                           "note": None, **given}
-                _check_window(fields["valid_from"], fields["valid_until"])
+                check_window(fields["valid_from"], fields["valid_until"])
                 now = _now()
                 self._db.table("persons").insert({"name": name, **fields, "created_at": now,
                                                   "updated_at": now})
@@ -518,7 +368,7 @@ class Gallery:
             else:
                 changed = {k: v for k, v in given.items() if row[k] != v}
                 merged = {**row, **changed}
-                _check_window(merged["valid_from"], merged["valid_until"])
+                check_window(merged["valid_from"], merged["valid_until"])
                 if changed:
                     self._db.table("persons").update(row["id"], {**changed, "updated_at": _now()})
                     self._bump()
@@ -560,10 +410,10 @@ class Gallery:
                           masked: bool | Sequence[bool] | npt.NDArray[np.bool_], source: str | None,
                           quality: float | Sequence[float] | None) -> list[int]:
         # Validates inside the caller's transaction, so a bad input after a delete rolls it back.
-        unit = _unit_rows(embeddings)
+        unit = unit_rows(embeddings)
         n, dim = unit.shape
-        flags = [bool(m) for m in _per_row(masked, n, "masked")]
-        qualities = [None if q is None else float(q) for q in _per_row(quality, n, "quality")]
+        flags = [bool(m) for m in per_row(masked, n, "masked")]
+        qualities = [None if q is None else float(q) for q in per_row(quality, n, "quality")]
         if any(q is not None and not np.isfinite(q) for q in qualities):
             raise GalleryInputError(f"quality values must be finite, got {qualities}")
         dims = [r[0] for r in self._db.execute(
@@ -586,7 +436,7 @@ class Gallery:
                       masked: bool | Sequence[bool] | npt.NDArray[np.bool_], source: str | None = None,
                       quality: float | Sequence[float] | None = None) -> list[int]:
         """Store (n, d) embeddings, L2-normalised, for a person; returns the new template ids."""
-        sha = _check_sha(model_sha)
+        sha = check_sha(model_sha)
         with self._write():
             ids = self._insert_templates(self._person_id(person_name), embeddings, sha, masked, source,
                                          quality)
@@ -598,7 +448,7 @@ class Gallery:
                                  source: str | None = None,
                                  quality: float | Sequence[float] | None = None) -> list[int]:
         """Atomically drop all the person's templates (every model) and store these instead."""
-        sha = _check_sha(model_sha)
+        sha = check_sha(model_sha)
         with self._write():
             pid = self._person_id(person_name)
             removed = self._db.execute("DELETE FROM templates WHERE person_id = ?", [pid]).rowcount
@@ -609,7 +459,7 @@ class Gallery:
 
     def load_templates(self, model_sha: str) -> TemplateSet:
         """Every template made by this embedder model (all persons, active or not)."""
-        sha = _check_sha(model_sha)
+        sha = check_sha(model_sha)
         with self._read():
             version = self._meta_int("gallery_version")
             rows = self._db.execute(
@@ -638,7 +488,7 @@ class Gallery:
 
     def stale_template_counts(self, model_sha: str) -> dict[str, int]:
         """{other model sha: number of templates} for templates this model cannot use."""
-        sha = _check_sha(model_sha)
+        sha = check_sha(model_sha)
         rows = self._db.execute("SELECT model_sha, count(*) FROM templates WHERE model_sha != ? "
                                 "GROUP BY model_sha ORDER BY model_sha", [sha]).fetchall()
         return {str(r[0]): int(r[1]) for r in rows}
@@ -656,7 +506,7 @@ class Gallery:
         if ts is not None and ts.tzinfo is None:
             raise GalleryInputError(f"event time must be timezone-aware, got {ts.isoformat()}")
         try:
-            details_json = None if details is None else json.dumps(dict(details), default=_json_default,
+            details_json = None if details is None else json.dumps(dict(details), default=json_default,
                                                                    sort_keys=True)
         except (TypeError, ValueError) as e:
             raise GalleryInputError(f"event details are not JSON-serialisable: {e}") from None

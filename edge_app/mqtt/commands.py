@@ -34,8 +34,9 @@ import numpy as np
 from edge_app.access.policy import parse_schedule
 from edge_app.enrol import lacks_bare_face
 from edge_app.errors import EdgeAppError, GalleryInputError, PersonNotFoundError
+from edge_app.gallery.fields import clean_name
 from edge_app.gallery.outbox import CommandOrder
-from edge_app.gallery.store import Gallery, clean_name
+from edge_app.gallery.store import Gallery
 
 log = logging.getLogger(__name__)
 

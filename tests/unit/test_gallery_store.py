@@ -20,7 +20,9 @@ from edge_app.errors import (
     PersonNotFoundError,
     TemplateModelMismatch,
 )
-from edge_app.gallery.store import MAX_NAME_LEN, SCHEMA_VERSION, Gallery
+from edge_app.gallery.fields import MAX_NAME_LEN
+from edge_app.gallery.schema import SCHEMA_VERSION
+from edge_app.gallery.store import Gallery
 
 SHA_A = "a" * 64
 SHA_B = "0123456789abcdef" * 4
