@@ -46,12 +46,13 @@ _RULE = "edge_app.config.rule"
 
 
 # The embedders a model set may offer (edge_app/models.py EMBEDDERS maps them to model files). The default fuses
-# EdgeFace-XS with SFace for bare faces: 48.1 % of bare walk-ups granted against SFace's 35.7 % on real-masked-dev
-# (K=3) at the same stranger rate (docs/accuracy.md). "auto" (the setting's default) takes the default embedder
-# unless the gallery holds templates of another embedder only, so a gallery enrolled before an upgrade keeps opening
-# the door.
-EMBEDDER_NAMES = ("sface", "dlib", "sface+edgeface")
-DEFAULT_EMBEDDER = "sface+edgeface"
+# EdgeFace-XS and Intel's face-reidentification-retail-0095 with SFace for bare faces: 54.7 % of bare walk-ups granted
+# on real-masked-dev (K=3) at the same stranger rate, against 49.7 % with EdgeFace-XS alone beside SFace and 35.7 %
+# with SFace alone (docs/accuracy.md); each network costs a few ms per bare face. "auto" (the setting's default)
+# takes the default embedder unless the gallery holds templates of another embedder only, so a gallery enrolled
+# before an upgrade keeps opening the door.
+EMBEDDER_NAMES = ("sface", "dlib", "sface+edgeface", "sface+edgeface+reid")
+DEFAULT_EMBEDDER = "sface+edgeface+reid"
 AUTO_EMBEDDER = "auto"
 
 

@@ -37,17 +37,28 @@ MASK_CLASSIFIER = "mask_classifier"
 EYE_LANDMARKS = "eye_landmarks"  # MediaPipe Iris: eye centres for alignment (vision/eyes.py)
 # The anti-spoofing networks whose scores are averaged (scripts/modelbuild/minifasnet.py).
 LIVENESS = ("liveness_v2", "liveness_v1se")
-# Embedders by the name config and command line use -> the manifest entries they run. "sface+edgeface" (the
-# default, config.DEFAULT_EMBEDDER) runs EdgeFace-XS beside SFace on bare faces and fuses the two
+# Embedders by the name config and command line use -> the manifest entries they run. "sface+edgeface+reid" (the
+# default, config.DEFAULT_EMBEDDER) runs EdgeFace-XS and Intel's face-reidentification-retail-0095 beside SFace on
+# bare faces and averages the three scores; "sface+edgeface" (the default until 2026-12-02) the first two
 # (vision/embedder.py FusedEmbedder); masked faces keep SFace alone. dlib's ResNet reaches about half SFace's
 # rank-1 on East-Asian faces (docs/accuracy.md).
-EMBEDDERS: dict[str, tuple[str, ...]] = {"sface": ("face_embedder",), "dlib": ("face_embedder_dlib",),
-                                         "sface+edgeface": ("face_embedder", "face_embedder_edgeface")}
+EMBEDDERS: dict[str, tuple[str, ...]] = {
+    "sface": ("face_embedder",), "dlib": ("face_embedder_dlib",),
+    "sface+edgeface": ("face_embedder", "face_embedder_edgeface"),
+    "sface+edgeface+reid": ("face_embedder", "face_embedder_edgeface", "face_embedder_reid")}
 # SFace's share of a bare face's fused score (the rest is EdgeFace-XS's). Bare walk-ups granted on real-masked-dev,
 # pooled, each weight calibrated to the same stranger target: float32 EdgeFace 0.3 / 0.4 / 0.5 / 0.6: 24.9 / 29.0 /
 # 27.4 / 27.6 %; the shipped int8-weight build 0.4 / 0.5: 27.2 / 28.1 % (0.4 also let 0.8 % of enrolled bare walk-ups
 # in as somebody else at K=3) — a plateau from 0.4 to 0.6 (docs/accuracy.md). Part of the fused model's identity.
 FUSION_WEIGHT = 0.5
+
+
+def fusion_weights(n_parts: int) -> tuple[float, ...]:
+    """Each network's share of a fused score: SFace's FUSION_WEIGHT with one other network, equal shares with more
+    (three: bare walk-ups granted K=3 49.7 -> 54.7 % at the same stranger target, docs/accuracy.md)."""
+    if n_parts == 2:
+        return FUSION_WEIGHT, 1.0 - FUSION_WEIGHT
+    return (1.0 / n_parts,) * n_parts
 MASKED_GALLERIES = ("plain", "plain+masked")
 DEFAULT_CASCADE = CascadeOptions()
 
@@ -56,7 +67,9 @@ def embedder_identity(shas: list[str]) -> str:
     """The sha templates and thresholds of an embedder made of these model files are filed under."""
     if len(shas) == 1:
         return shas[0]
-    return hashlib.sha256(f"fused:{'+'.join(shas)}:{FUSION_WEIGHT}".encode()).hexdigest()
+    # Two networks keep the form their templates have been filed under since 2026-12-01.
+    weights = str(FUSION_WEIGHT) if len(shas) == 2 else ",".join(f"{w:.6f}" for w in fusion_weights(len(shas)))
+    return hashlib.sha256(f"fused:{'+'.join(shas)}:{weights}".encode()).hexdigest()
 
 
 def embedder_identities(models: dict[str, Any]) -> dict[str, str]:
@@ -301,13 +314,13 @@ class ModelSet:
         try:
             nets = [FaceEmbedder(self.load(p, num_threads)) for p in self.embedder_parts]
             emb: Embedder = nets[0]
-            if len(nets) == 2:
-                # Two one-thread copies for bare faces, side by side; the masked face's lone network keeps its
-                # threads. The copies cost ~40 MB of memory (XNNPACK's packed weights): threads = 1 goes without.
-                pair = (FaceEmbedder(self.load(self.embedder_parts[0], 1)),
-                        FaceEmbedder(self.load(self.embedder_parts[1], 1))) \
+            if len(nets) >= 2:
+                # One-thread copies for bare faces, side by side; the masked face's lone network keeps its
+                # threads. The copies cost memory (XNNPACK's packed weights, ~40 MB for SFace and EdgeFace):
+                # threads = 1 goes without.
+                copies = tuple(FaceEmbedder(self.load(p, 1)) for p in self.embedder_parts) \
                     if embed_side_by_side and num_threads >= 2 else None
-                emb = FusedEmbedder(nets[0], nets[1], FUSION_WEIGHT, side_by_side=pair)
+                emb = FusedEmbedder(nets, fusion_weights(len(nets)), side_by_side=copies)
             clf = None
             mask_geometry = None
             if mask and self.has_mask_classifier:

@@ -182,7 +182,7 @@ wheel_version() {  # wheel_version SUITE NAME -> version pip resolved in the roo
 
 # The x86 side runs the same numpy, OpenCV and litert versions as the ARM root: across versions the chips
 # already differ (OpenCV 4.11 vs 5.0 on x86 alone: cosine 0.9990 on biden.jpg), which is not what is compared.
-host_embeddings() {  # host_embeddings SUITE -> $CACHE/out-SUITE/host-emb-{sface,dlib,sface+edgeface}.json
+host_embeddings() {  # host_embeddings SUITE -> $CACHE/out-SUITE/host-emb-{sface,dlib,sface+edgeface[+reid]}.json
     local suite=$1 out=$CACHE/out-$1 pins venv e
     pins=("numpy==$(wheel_version "$suite" numpy)" "opencv-python-headless==$(wheel_version "$suite" opencv-python-headless)"
           "ai-edge-litert==$(wheel_version "$suite" ai-edge-litert)")
@@ -198,7 +198,7 @@ host_embeddings() {  # host_embeddings SUITE -> $CACHE/out-SUITE/host-emb-{sface
         "$py" -m venv "$venv" && "$venv/bin/pip" install -q "${pins[@]}" 2>&1 | grep -v 'is ignored' || true
     fi
     echo "[$suite] x86 side: $("$venv/bin/python" --version 2>&1), ${pins[*]}"
-    for e in sface dlib sface+edgeface; do
+    for e in sface dlib sface+edgeface sface+edgeface+reid; do
         PYTHONPATH=$REPO "$venv/bin/python" "$REPO/scripts/embeddings.py" dump "$DATA/faces-dev" \
             --out "$out/host-emb-$e.json" --embedder "$e" 2>/dev/null || true
     done
@@ -207,11 +207,12 @@ host_embeddings() {  # host_embeddings SUITE -> $CACHE/out-SUITE/host-emb-{sface
 
 compare_embeddings() {  # compare_embeddings SUITE LABEL
     local suite=$1 label=$2 out=$CACHE/out-$1 e min bound
-    for e in sface dlib sface+edgeface; do
+    for e in sface dlib sface+edgeface sface+edgeface+reid; do
         # EdgeFace-XS's int8 weights are run by XNNPACK's dynamically quantized kernels, which round differently on
         # ARM and x86 (its part: cosine ~0.997). The bound for the fused vector is what the shipped build already is
-        # from float32 on x86 (0.995), a distance the door protocol showed harmless (docs/arm64.md).
-        bound=0.999; [ "$e" = sface+edgeface ] && bound=0.995
+        # from float32 on x86 (0.995), a distance the door protocol showed harmless (docs/arm64.md); the same for the
+        # three-network vector (its third network has int8 weights too).
+        bound=0.999; [[ "$e" = sface+edgeface* ]] && bound=0.995
         if [ -f "$out/emb-$label-$e.json" ] && [ -f "$out/host-emb-$e.json" ] && PYTHONPATH=$REPO "$HOST_PY" \
                 "$REPO/scripts/embeddings.py" compare "$out/emb-$label-$e.json" "$out/host-emb-$e.json" \
                 --min-cosine "$bound" > "$out/compare-$label-$e.txt"; then

@@ -40,7 +40,7 @@ echo "arm64 root: $(. /etc/os-release; echo "$PRETTY_NAME"), $(uname -m) (qemu: 
 embeddings() {  # 2. every dev photo through every embedder, for the host to compare with its own
     cd "$APP" || return 1
     local e
-    for e in sface dlib sface+edgeface; do
+    for e in sface dlib sface+edgeface sface+edgeface+reid; do
         step "embeddings-$CPU-$e" .venv/bin/python scripts/embeddings.py dump "$FACES" --out "$OUT/emb-$CPU-$e.json" \
             --embedder "$e"
     done

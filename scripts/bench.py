@@ -242,7 +242,7 @@ def model_kernels(pipe: Pipeline) -> dict[str, str]:
     if pipe.mask_classifier is not None:
         out["mask"] = str(pipe.mask_classifier.model.kernels())
     emb = pipe.embedder
-    nets = [emb.first, emb.second] if isinstance(emb, FusedEmbedder) else [emb] if isinstance(emb, FaceEmbedder) else []
+    nets = list(emb.nets) if isinstance(emb, FusedEmbedder) else [emb] if isinstance(emb, FaceEmbedder) else []
     for i, net in enumerate(nets):
         out["embedder" if i == 0 else f"embedder_{i + 1}"] = str(net.model.kernels())
     if pipe.liveness is not None:
@@ -252,7 +252,7 @@ def model_kernels(pipe: Pipeline) -> dict[str, str]:
 
 
 def time_side_by_side(pipe: Pipeline, frames: list[Frame], threads: int, rounds: int = 5) -> dict[str, Any]:
-    """The stages that run two models side by side on one thread each (the eyes, liveness), timed alone on
+    """The stages that run models side by side on one thread each (the eyes, liveness, the embedders), timed alone on
     each frame's face against the same models in turn (the eyes: one interpreter of ``threads`` threads, as
     before), alternating call by call in this process: the ratio is what side by side buys."""
     found = [pipe.detector.detect(f.rgb) for f in frames]
@@ -269,7 +269,7 @@ def time_side_by_side(pipe: Pipeline, frames: list[Frame], threads: int, rounds:
     if isinstance(emb, FusedEmbedder) and emb.parallel:
         # Timed on each face's bare chip; the in-turn baseline is the pair of ``threads``-thread interpreters
         # the pipeline keeps for masked faces' first network and made before side by side existed.
-        plain = FusedEmbedder(emb.first, emb.second, emb.weight)
+        plain = FusedEmbedder(emb.nets, emb.weights)
         chips = {id(rgb): align(rgb, d.keypoints, pipe.geometry) for rgb, d in faces}
         pairs["embed"] = (lambda rgb, d: emb.embed(chips[id(rgb)]), lambda rgb, d: plain.embed(chips[id(rgb)]))
     out: dict[str, Any] = {}
@@ -471,7 +471,7 @@ def text_report(r: dict[str, Any]) -> str:
         lines.append(f"  (the <= {TARGET_P50_MS:g} ms target of issue 11 is for the frame without liveness: "
                      "--no-liveness)")
     for stage, lm in ours.get("side_by_side", {}).items():
-        lines.append(f"  {stage} alone per face: two models side by side {lm['side_by_side']['median_ms']:.2f} ms p50 "
+        lines.append(f"  {stage} alone per face: models side by side {lm['side_by_side']['median_ms']:.2f} ms p50 "
                      f"({lm['side_by_side']['p95_ms']:.2f} p95), in turn {lm['in_turn']['median_ms']:.2f} ms "
                      f"({lm['in_turn']['p95_ms']:.2f}): x{lm['ratio_median']:.2f}, alternating in this process")
     lines.append("  kernels: " + "; ".join(f"{m} {k}" for m, k in ours["kernels"].items()))

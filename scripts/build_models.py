@@ -39,7 +39,7 @@ from edge_app.vision.detector import FaceDetector  # noqa: E402
 from edge_app.vision.embedder import FaceEmbedder  # noqa: E402
 from edge_app.vision.runtime import TFLiteModel  # noqa: E402
 from scripts.common import DATA_ROOT, image_files, not_rmfrd  # noqa: E402
-from scripts.modelbuild import calibrate_align, dlib_resnet, dlib_tf, edgeface, minifasnet, sface  # noqa: E402
+from scripts.modelbuild import calibrate_align, dlib_resnet, dlib_tf, edgeface, minifasnet, reid, sface  # noqa: E402
 from scripts.modelbuild.dlib_ref import DlibReference  # noqa: E402
 from scripts.modelbuild.faces import collect_chips  # noqa: E402
 
@@ -182,6 +182,11 @@ def write_notices(out: Path) -> None:
         f"  `{edgeface.LICENCE_FILE}`). Modified: the int8 Linear weights were dequantised into timm's",
         "  EdgeNeXt-XS and converted to TFLite by scripts/modelbuild/edgeface.py. The model was trained on WebFace12M,",
         "  whose terms are for non-commercial research: whether that binds the weights was not verified.",
+        "- `face_embedder_reid.tflite`: Intel's face-reidentification-retail-0095 from the Open Model Zoo,",
+        "  Apache License 2.0 (full text in `LICENSE-Apache-2.0.txt`); its OpenVINO IR (FP16) as committed in",
+        f"  {reid.SOURCE['repository']} {reid.SOURCE['commit'][:7]}. Modified: the graph was rebuilt in TensorFlow and",
+        "  converted to TFLite by scripts/modelbuild/reid.py (int8 weights). Intel's model card does not name the",
+        "  training data: not verified for commercial use.",
         "",
     ]
     (out / "LICENSES.md").write_text("\n".join(text))
@@ -200,7 +205,7 @@ def build_files(data: Path, step: int) -> list[Path]:
 
 
 BUILDABLE = ("face_detector", "face_detector_full", "eye_landmarks", "face_embedder", "face_embedder_dlib", "liveness",
-             "face_embedder_edgeface")
+             "face_embedder_edgeface", "face_embedder_reid")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--edgeface", type=Path, default=None,
                     help=f"EdgeFace-XS checkpoint {edgeface.CHECKPOINT} (default $EDGE_APP_EDGEFACE; "
                          "scripts/modelbuild/edgeface.py says where it comes from)")
+    ap.add_argument("--reid", type=Path, default=None,
+                    help=f"folder of the {reid.NAME} FP16 IR (default $EDGE_APP_REID; scripts/modelbuild/reid.py says "
+                         "where it comes from)")
     ap.add_argument("--only", default=",".join(BUILDABLE), metavar="NAME,...",
                     help="models to (re)build; the others keep their manifest entries (default: all)")
     args = ap.parse_args(argv)
@@ -254,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         manifest["models"].update(build_liveness(args, dev))
     if "face_embedder_edgeface" in only:
         manifest["models"]["face_embedder_edgeface"] = build_edgeface(args, files, manifest)
+    if "face_embedder_reid" in only:
+        manifest["models"]["face_embedder_reid"] = build_reid(args, files, manifest)
     # Entries not rebuilt (and those of train_mask.py) are kept; thresholds calibrated for an embedder
     # that was rebuilt are dropped, as ModelSet would refuse them (recalibrate: evaluate.py --openset ... --calibrate).
     old_path = args.out / "MANIFEST.json"
@@ -287,13 +297,26 @@ def build_liveness(args: argparse.Namespace, dev: Path) -> dict[str, Any]:
 def build_edgeface(args: argparse.Namespace, files: list[Path], manifest: dict[str, Any]) -> dict[str, Any]:
     """EdgeFace-XS on SFace's chips (this build's SFace entry, else the one already in out/MANIFEST.json)."""
     checkpoint = edgeface.checkpoint_path(args.edgeface)
-    entry = manifest["models"].get("face_embedder")
-    if entry is None:
-        entry = json.loads((args.out / "MANIFEST.json").read_text())["models"]["face_embedder"]
-    geometry = entry_chip_geometry(entry, args.out / "MANIFEST.json")
+    geometry = sface_geometry(args, manifest)
     detector = FaceDetector(TFLiteModel(args.out / "face_detector.tflite"))
     with tempfile.TemporaryDirectory() as tmp:
         return edgeface.build(args.out, detector, files, geometry, checkpoint, Path(tmp))
+
+
+def sface_geometry(args: argparse.Namespace, manifest: dict[str, Any]) -> Any:
+    """SFace's chip geometry: this build's SFace entry, else the one already in out/MANIFEST.json."""
+    entry = manifest["models"].get("face_embedder")
+    if entry is None:
+        entry = json.loads((args.out / "MANIFEST.json").read_text())["models"]["face_embedder"]
+    return entry_chip_geometry(entry, args.out / "MANIFEST.json")
+
+
+def build_reid(args: argparse.Namespace, files: list[Path], manifest: dict[str, Any]) -> dict[str, Any]:
+    """Intel's face-reidentification-retail-0095 on SFace's chips."""
+    folder = reid.ir_dir(args.reid)
+    detector = FaceDetector(TFLiteModel(args.out / "face_detector.tflite"))
+    with tempfile.TemporaryDirectory() as tmp:
+        return reid.build(args.out, detector, files, sface_geometry(args, manifest), folder, Path(tmp))
 
 
 def build_dlib(args: argparse.Namespace, files: list[Path]) -> dict[str, Any]:

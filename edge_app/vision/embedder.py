@@ -1,8 +1,10 @@
-"""Face chip -> L2-normalised embedding: one network (SFace, dlib's ResNet), or two fused for bare faces."""
+"""Face chip -> L2-normalised embedding: one network (SFace, dlib's ResNet), or several fused for bare faces."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -62,49 +64,54 @@ class FaceEmbedder:
 
 
 class FusedEmbedder:
-    """Two networks on the same chip, fused so that a plain cosine of two fused vectors is
-    ``weight * cos(first) + (1 - weight) * cos(second)``: the unit embeddings are concatenated, scaled by
-    sqrt(weight) and sqrt(1 - weight).
+    """Two or more networks on the same chip, fused so that a plain cosine of two fused vectors is the weighted
+    mean of the networks' cosines, ``sum(w_i * cos_i)``: the unit embeddings are concatenated, each scaled by
+    sqrt(w_i).
 
-    A masked face gets the first network's embedding alone, zeros in the second's place (and the second
-    network is not run): on real masked faces the second network (EdgeFace-XS) made the fused score worse,
-    on bare faces better (docs/accuracy.md). Masked faces are matched on the first ``primary_dim``
-    components of the templates (gallery.Matcher.prefix): made unit again, they are the first network's
-    embedding whatever the template.
+    A masked face gets the first network's embedding alone, zeros in the others' place (and they are not run): on
+    real masked faces the other networks (EdgeFace-XS, Intel's face-reidentification-retail-0095) made the fused score
+    worse, on bare faces better (docs/accuracy.md). Masked faces are matched on the first ``primary_dim`` components
+    of the templates (gallery.Matcher.prefix): made unit again, they are the first network's embedding whatever the
+    template.
 
-    With ``side_by_side`` (one-thread interpreters of the same two models) a bare face runs both networks at the
-    same time, the second on a worker thread ("embed_0"): on 2 cores 7.5 against 9.5 ms for the two in turn on
-    two threads each (docs/speed.md). A masked face runs the first network alone on ``first``'s threads."""
+    With ``side_by_side`` (one-thread interpreters of the same models) a bare face runs all networks at the same time,
+    the first on the caller's thread and each other one on a worker thread ("embed_N"): on 2 cores 7.5 against 9.5 ms
+    for two networks in turn on two threads each (docs/speed.md). A masked face runs the first network alone on
+    ``nets[0]``'s threads."""
 
-    def __init__(self, first: FaceEmbedder, second: FaceEmbedder, weight: float,
-                 side_by_side: tuple[FaceEmbedder, FaceEmbedder] | None = None) -> None:
-        if first.chip_size != second.chip_size:
-            raise ValueError(f"fused embedders take chips of one size, got {first.chip_size} and {second.chip_size}")
-        if not 0.0 < weight < 1.0:
-            raise ValueError(f"fusion weight must be in (0, 1), got {weight}")
-        if side_by_side is not None and any(
+    def __init__(self, nets: Sequence[FaceEmbedder], weights: Sequence[float],
+                 side_by_side: Sequence[FaceEmbedder] | None = None) -> None:
+        nets, weights = tuple(nets), tuple(float(w) for w in weights)
+        if len(nets) < 2 or len(weights) != len(nets):
+            raise ValueError(f"fusion takes two or more networks and a weight each, got {len(nets)} networks and "
+                             f"{len(weights)} weights")
+        if len({n.chip_size for n in nets}) != 1:
+            raise ValueError(f"fused embedders take chips of one size, got {[n.chip_size for n in nets]}")
+        if not all(0.0 < w < 1.0 for w in weights) or abs(sum(weights) - 1.0) > 1e-9:
+            raise ValueError(f"fusion weights must be in (0, 1) and sum to 1, got {list(weights)}")
+        if side_by_side is not None and (len(side_by_side) != len(nets) or any(
                 (x.model.path.resolve(), x.dim) != (y.model.path.resolve(), y.dim)
-                for x, y in zip((first, second), side_by_side, strict=True)):
-            raise ValueError("side_by_side must be other interpreters of the same two models, in the same order")
-        self.first, self.second, self.weight = first, second, weight
-        self.chip_size = first.chip_size
-        self.dim = first.dim + second.dim
-        self.primary_dim = first.dim
-        self._a, self._b = math.sqrt(weight), math.sqrt(1.0 - weight)
-        self._pair = side_by_side
-        self._side = SideBySide("embed", 1)  # its thread starts on first use, so only with side_by_side
+                for x, y in zip(nets, side_by_side, strict=False))):
+            raise ValueError("side_by_side must be other interpreters of the same models, in the same order")
+        self.nets, self.weights = nets, weights
+        self.chip_size = nets[0].chip_size
+        self.dim = sum(n.dim for n in nets)
+        self.primary_dim = nets[0].dim
+        self._scale = [math.sqrt(w) for w in weights]
+        self._copies = tuple(side_by_side) if side_by_side is not None else None
+        self._side = SideBySide("embed", len(nets) - 1)  # its threads start on first use, so only with side_by_side
 
     @property
     def parallel(self) -> bool:
-        """A bare face's two networks run side by side."""
-        return self._pair is not None
+        """A bare face's networks run side by side."""
+        return self._copies is not None
 
     def embed(self, chip: np.ndarray, masked: bool = False) -> np.ndarray:
         if masked:
-            return np.concatenate([self.first.embed(chip), np.zeros(self.second.dim, np.float32)])
-        if self._pair is None:
-            a, b = self.first.embed(chip), self.second.embed(chip)
+            return np.concatenate([self.nets[0].embed(chip), np.zeros(self.dim - self.primary_dim, np.float32)])
+        if self._copies is None:
+            parts = [n.embed(chip) for n in self.nets]
         else:
-            one, two = self._pair
-            a, b = self._side.run(lambda: one.embed(chip), lambda: two.embed(chip))
-        return np.concatenate([self._a * a, self._b * b]).astype(np.float32)
+            first, *others = self._copies
+            parts = self._side.run(lambda: first.embed(chip), *(partial(n.embed, chip) for n in others))
+        return np.concatenate([s * p for s, p in zip(self._scale, parts, strict=True)]).astype(np.float32)

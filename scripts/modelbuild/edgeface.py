@@ -213,7 +213,6 @@ def _cos(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 def build(out: Path, detector: Any, files: list[Path], geometry: Any, checkpoint: Path, work: Path
           ) -> dict[str, Any]:
     """Write out/face_embedder_edgeface.tflite and return its manifest entry."""
-    from edge_app.vision.align import TEMPLATE_POINTS
     from edge_app.vision.runtime import TFLiteModel
 
     chips = real_chips(detector, files, geometry)
@@ -250,29 +249,39 @@ def build(out: Path, detector: Any, files: list[Path], geometry: Any, checkpoint
     shipped = out / "face_embedder_edgeface.tflite"
     shutil.copyfile(paths[chosen], shipped)
     (out / LICENCE_FILE).write_text(LICENCE_TEXT)
+    return manifest_entry(
+        shipped, geometry, DIM,
+        description="EdgeFace-XS (EdgeNeXt-XS, CosFace, WebFace12M), 112x112 aligned chip -> 512-d; fused with SFace "
+                    "for bare faces (embedder sface+edgeface)",
+        normalisation="raw RGB pixels 0..255 of the aligned chip, as float32 (the graph maps them to [-1, 1])",
+        precision=VARIANTS[chosen],
+        built_by="scripts/modelbuild/edgeface.py: int8 Linear weights dequantised into timm's edgenext_x_small "
+                 f"-> ONNX -> onnxsim -> onnx2tf (-rtpo Erf) -> TFLite {chosen}"
+                 + (f" ({n_dw} depthwise filters back to float32)" if chosen == "dynamic_xnnpack" else ""),
+        kernels=per[chosen]["kernels"], source=SOURCE, licence=LICENCE,
+        agreement={"builds": per, "chosen": chosen,
+                   "float_vs_published_int8_linear_cosine": _cos(ref, published),
+                   "held_apart_chips": len(held), "chips_from": "faces-dev and the mask set's unmasked photos "
+                                                                "(every second face; the others calibrate)"})
+
+
+def manifest_entry(shipped: Path, geometry: Any, dim: int, *, description: str, normalisation: str, precision: str,
+                   built_by: str, kernels: str, source: dict[str, Any], licence: str,
+                   agreement: dict[str, Any]) -> dict[str, Any]:
+    """The manifest entry of an embedder taking SFace's aligned chip (EdgeFace-XS, reid.py's network)."""
+    from edge_app.vision.align import TEMPLATE_POINTS
+    from edge_app.vision.runtime import TFLiteModel
+
     spec = TFLiteModel(shipped).input
     return {
         "file": shipped.name, "sha256": hashlib.sha256(shipped.read_bytes()).hexdigest(),
-        "bytes": shipped.stat().st_size,
-        "description": "EdgeFace-XS (EdgeNeXt-XS, CosFace, WebFace12M), 112x112 aligned chip -> 512-d; fused with "
-                       "SFace for bare faces (embedder sface+edgeface)",
-        "input": {"shape": list(spec.shape), "dtype": "float32",
-                  "normalisation": "raw RGB pixels 0..255 of the aligned chip, as float32 (the graph maps them to "
-                                   "[-1, 1])",
+        "bytes": shipped.stat().st_size, "description": description,
+        "input": {"shape": list(spec.shape), "dtype": "float32", "normalisation": normalisation,
                   "chip_size": CHIP, "chip_template": {k: [round(float(x), 3) for x in geometry.template[i]]
                                                      for i, k in enumerate(TEMPLATE_POINTS)}},
-        "output": {"dim": DIM, "dtype": "float32", "note": "L2-normalise, compare by cosine"},
-        "precision": VARIANTS[chosen],
-        "built_by": "scripts/modelbuild/edgeface.py: int8 Linear weights dequantised into timm's edgenext_x_small "
-                    f"-> ONNX -> onnxsim -> onnx2tf (-rtpo Erf) -> TFLite {chosen}"
-                    + (f" ({n_dw} depthwise filters back to float32)" if chosen == "dynamic_xnnpack" else ""),
-        "kernels": per[chosen]["kernels"],
-        "source": SOURCE,
-        "licence": LICENCE,
-        "agreement": {"builds": per, "chosen": chosen,
-                      "float_vs_published_int8_linear_cosine": _cos(ref, published),
-                      "held_apart_chips": len(held), "chips_from": "faces-dev and the mask set's unmasked photos "
-                                                                   "(every second face; the others calibrate)"},
+        "output": {"dim": dim, "dtype": "float32", "note": "L2-normalise, compare by cosine"},
+        "precision": precision, "built_by": built_by, "kernels": kernels, "source": source, "licence": licence,
+        "agreement": agreement,
     }
 
 

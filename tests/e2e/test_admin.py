@@ -39,10 +39,10 @@ def test_enrol_writes_plain_and_masked_templates_of_the_kiosk_models(tmp_path, c
     doc = json.loads(out.read_text())
     t = doc["templates"]
     assert doc["name"] == "Obama" and t["model_sha"] == model_set.embedder_sha
-    assert t["dim"] == model_set.embedder_dim == 640
+    assert t["dim"] == model_set.embedder_dim == 128 + 512 + 256  # SFace, EdgeFace-XS, face-reidentification-0095
     assert (len(t["plain"]), len(t["masked"])) == (1, 3)
-    # Masked templates are SFace's part alone (zeros in EdgeFace's, left out on the wire); plain ones whole.
-    assert [len(base64.b64decode(e)) for e in t["plain"] + t["masked"]] == [640 * 4] + [128 * 4] * 3
+    # Masked templates are SFace's part alone (zeros in the others', left out on the wire); plain ones whole.
+    assert [len(base64.b64decode(e)) for e in t["plain"] + t["masked"]] == [896 * 4] + [128 * 4] * 3
     assert out.stat().st_mode & 0o777 == 0o600  # templates are biometric data, whatever the umask
 
 

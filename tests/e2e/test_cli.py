@@ -144,8 +144,8 @@ def test_templates_of_another_model_are_reported_not_compared(db, faces_dev, pip
 
 def test_a_gallery_enrolled_with_sface_alone_keeps_opening_after_the_default_changed(db, faces_dev, tmp_path, capsys):
     """embedder = "auto" (the default): a gallery whose templates are all SFace's (enrolled before the default became
-    sface+edgeface) is matched with SFace, with a warning saying how to move; set explicitly, the default embedder
-    reports those templates as another model's and matches nobody through them."""
+    sface+edgeface, then sface+edgeface+reid) is matched with SFace, with a warning saying how to move; set
+    explicitly, the default embedder reports those templates as another model's and matches nobody through them."""
     old = tmp_path / "old.toml"
     old.write_text('[recognition]\nembedder = "sface"\n')
     assert run(capsys, "enroll", "--name", "Barack Obama", str(faces_dev / "obama.jpg"), "--config",
@@ -153,9 +153,9 @@ def test_a_gallery_enrolled_with_sface_alone_keeps_opening_after_the_default_cha
     code, out, err = run(capsys, "recognize", str(faces_dev / "obama2.jpg"), "--json")
     face = json.loads(out)["faces"][0]
     assert code == EXIT_OK and face["name"] == "Barack Obama" and face["granted"], (out, err)
-    assert "made by the sface embedder, so it is used" in err and 'embedder = "sface+edgeface"' in err
+    assert "made by the sface embedder, so it is used" in err and 'embedder = "sface+edgeface+reid"' in err
     new = tmp_path / "new.toml"
-    new.write_text('[recognition]\nembedder = "sface+edgeface"\n')
+    new.write_text('[recognition]\nembedder = "sface+edgeface+reid"\n')
     code, out, err = run(capsys, "recognize", str(faces_dev / "obama2.jpg"), "--json", "--config", str(new))
     assert code == EXIT_OK and json.loads(out)["faces"][0]["name"] == "unknown"
     assert "another embedder model" in err and "made by the sface embedder" not in err

@@ -115,5 +115,5 @@ def test_tnorm_cohort_file_is_checked_before_any_photo_is_embedded(people, tmp_p
     assert code == 2 and "--tnorm-top must be in 1..4" in capsys.readouterr().err
     code = evaluate.main(["--openset", str(people), "--tnorm", str(tmp_path / "ok.npz"), "--cache", str(cache),
                           "--no-progress"])
-    assert code == 2 and "--tnorm is not defined for the fused embedder sface+edgeface" in capsys.readouterr().err
+    assert code == 2 and "--tnorm is not defined for the fused embedder sface+edgeface+reid" in capsys.readouterr().err
     assert not cache.exists() or not list(cache.glob("openset-*.npz"))

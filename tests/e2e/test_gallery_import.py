@@ -148,7 +148,7 @@ def _source(doc):  # type: ignore[no-untyped-def]
     (_sha, "made by another embedder (cdcdcdcdcdcd…)"),
     (_version, "newer edge-app (schema_version 99"),
     (_base64, "persons[0] ('Barack Obama') templates[1]: 'embedding' is not base64"),
-    (_short, "'embedding' has 4 bytes, a 640-d float32 vector has 2560"),  # the default embedder's
+    (_short, "'embedding' has 4 bytes, a 896-d float32 vector has 3584"),  # the default embedder's
     (_nan, "NaN/inf"),
     (_format, "not an edge-app gallery export (format 'something-else'"),
     (_name, "persons[1]: person name is empty"),

@@ -76,7 +76,7 @@ def test_int8_embedder_agrees_with_dlib_on_dlibs_chips(dlib_pipeline, dlib_ref, 
         assert cos(ours, dlib_ref.descriptor(chip)) > 0.995
 
 
-@pytest.mark.parametrize("embedder", ["sface", "dlib", "sface+edgeface"])
+@pytest.mark.parametrize("embedder", ["sface", "dlib", "sface+edgeface", "sface+edgeface+reid"])
 def test_same_person_scores_higher_than_different_people(embedder, rgb):
     from edge_app.models import ModelSet
 

@@ -58,7 +58,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 @pytest.mark.parametrize("key,value,expected", [
-    ("embedder", '"arcface"', 'one of "auto", "sface", "dlib", "sface+edgeface"'),
+    ("embedder", '"arcface"', 'one of "auto", "sface", "dlib", "sface+edgeface", "sface+edgeface+reid"'),
     ("masked_gallery", '"masked"', 'one of "plain", "plain+masked"'),
 ])
 def test_choice_keys_name_the_choices(key, value, expected):

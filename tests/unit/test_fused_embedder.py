@@ -1,6 +1,9 @@
-"""The fused embedder (SFace + EdgeFace-XS for bare faces, SFace alone for masked ones) on real photos and models."""
+"""The fused embedders (SFace + EdgeFace-XS [+ Intel's face-reidentification-retail-0095] for bare faces, SFace alone
+for masked ones) on real photos and models."""
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ from edge_app.enrol import embed_photo
 from edge_app.errors import GalleryInputError, ModelNotFoundError
 from edge_app.gallery.matcher import Matcher
 from edge_app.gallery.store import Gallery
-from edge_app.models import EMBEDDERS, FUSION_WEIGHT, ModelSet, embedder_for_gallery
+from edge_app.models import EMBEDDERS, FUSION_WEIGHT, ModelSet, embedder_for_gallery, fusion_weights
 from edge_app.recognizer import RecognitionPolicy, Recognizer
 from edge_app.vision.align import align
 from edge_app.vision.embedder import FaceEmbedder, FusedEmbedder
@@ -88,6 +91,9 @@ def test_fused_identity_names_both_models_and_the_weight(fused_set, sface_set, m
     # Templates made with another fusion weight are another model's: the identity changes with it.
     monkeypatch.setattr("edge_app.models.FUSION_WEIGHT", 0.6)
     assert ModelSet(embedder="sface+edgeface").embedder_sha != sha
+    # Two networks' identity keeps the form galleries enrolled since 2026-12-01 file their templates under.
+    parts = [fused_set.info(p).sha256 for p in fused_set.embedder_parts]
+    assert sha == hashlib.sha256(f"fused:{'+'.join(parts)}:0.5".encode()).hexdigest()
 
 
 def test_a_model_set_without_edgeface_names_the_missing_model(models_copy):
@@ -99,10 +105,16 @@ def test_a_model_set_without_edgeface_names_the_missing_model(models_copy):
 
 def test_fusion_refuses_mismatched_networks(parts):
     sface, edge = parts
-    with pytest.raises(ValueError, match="fusion weight"):
-        FusedEmbedder(sface, edge, 1.0)
-    with pytest.raises(ValueError, match="same two models, in the same order"):
-        FusedEmbedder(sface, edge, 0.5, side_by_side=(edge, sface))
+    with pytest.raises(ValueError, match="fusion weights must be in \\(0, 1\\) and sum to 1"):
+        FusedEmbedder((sface, edge), (1.0, 0.0))
+    with pytest.raises(ValueError, match="sum to 1"):
+        FusedEmbedder((sface, edge), (0.5, 0.6))
+    with pytest.raises(ValueError, match="two or more networks and a weight each, got 1 networks"):
+        FusedEmbedder((sface,), (1.0,))
+    with pytest.raises(ValueError, match="2 networks and 3 weights"):
+        FusedEmbedder((sface, edge), (0.3, 0.3, 0.4))
+    with pytest.raises(ValueError, match="same models, in the same order"):
+        FusedEmbedder((sface, edge), (0.5, 0.5), side_by_side=(edge, sface))
 
 
 def test_the_two_networks_side_by_side_give_the_embeddings_of_the_two_in_turn(fused_set, fused, rgb):
@@ -122,6 +134,50 @@ def test_the_two_networks_side_by_side_give_the_embeddings_of_the_two_in_turn(fu
             np.testing.assert_allclose(fused.embedder.embed(c, masked=masked), want, atol=1e-6)
             np.testing.assert_allclose(one_thread.embed(c, masked=masked), want, atol=1e-6)
     assert any(t.name.startswith("embed_") for t in threading.enumerate())
+
+
+@pytest.fixture(scope="module")
+def three_set() -> ModelSet:
+    return ModelSet(embedder="sface+edgeface+reid")
+
+
+def test_three_networks_fuse_to_the_mean_of_their_cosines_side_by_side_or_in_turn(three_set, fused, rgb):
+    """The default embedder: SFace, EdgeFace-XS and face-reidentification-retail-0095, a third each; the third
+    network's cosines order these faces as the others do; run side by side (one worker thread per extra network)
+    or in turn, the same numbers; a masked face is SFace's alone."""
+    import threading
+
+    assert three_set.embedder == "sface+edgeface+reid" and fusion_weights(3) == pytest.approx((1 / 3,) * 3)
+    assert three_set.embedder_entry == "face_embedder+face_embedder_edgeface+face_embedder_reid"
+    assert three_set.embedder_dim == 128 + 512 + 256
+    side = three_set.pipeline(num_threads=2).embedder
+    in_turn = three_set.pipeline(num_threads=2, embed_side_by_side=False).embedder
+    assert isinstance(side, FusedEmbedder) and side.parallel and not in_turn.parallel
+    nets = [FaceEmbedder(three_set.load(p)) for p in three_set.embedder_parts]
+    chips = [chip(fused, rgb, n) for n in ("obama.jpg", "obama2.jpg", "biden.jpg")]
+    e = [side.embed(c) for c in chips]
+    for c, v in zip(chips, e, strict=True):
+        np.testing.assert_allclose(v, in_turn.embed(c), atol=1e-6)
+        assert abs(float(np.linalg.norm(v)) - 1.0) < 1e-5
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        want = sum(float(n.embed(chips[i]) @ n.embed(chips[j])) for n in nets) / 3
+        assert float(e[i] @ e[j]) == pytest.approx(want, abs=1e-5)
+    reid = nets[2]
+    same, other = (float(reid.embed(chips[0]) @ reid.embed(chips[k])) for k in (1, 2))
+    assert same > other + 0.2  # Obama is nearer Obama than Biden for the third network too
+    m = side.embed(chips[0], masked=True)
+    np.testing.assert_allclose(m[:128], nets[0].embed(chips[0]), atol=1e-6)
+    assert not m[128:].any()
+    assert sum(t.name.startswith("embed_") for t in threading.enumerate()) >= 2
+
+
+def test_three_network_identity_differs_from_the_two_network_one(three_set, fused_set, models_copy):
+    assert three_set.embedder_sha not in (fused_set.embedder_sha, *(three_set.info(p).sha256
+                                                                    for p in three_set.embedder_parts))
+    edit_manifest(models_copy, lambda m: m["models"].pop("face_embedder_reid"))
+    with pytest.raises(ModelNotFoundError, match="face_embedder_reid"):
+        ModelSet(models_copy, embedder="sface+edgeface+reid")
+    assert ModelSet(models_copy, embedder="sface+edgeface").embedder_sha == fused_set.embedder_sha
 
 
 def test_matcher_prefix_is_the_first_networks_gallery(tmp_path):
@@ -186,15 +242,21 @@ def test_masked_faces_score_as_with_sface_alone_bare_faces_fused(fused, fused_se
 def test_auto_takes_the_galleries_own_embedder_only_when_it_is_not_the_default(fused_set, sface_set):
     dlib = ModelSet(embedder="dlib").embedder_sha
     sface, fused = sface_set.embedder_sha, fused_set.embedder_sha
-    assert embedder_for_gallery(None, {}) == ("sface+edgeface", None)  # a new gallery
-    assert embedder_for_gallery(None, {fused: 8}) == ("sface+edgeface", None)
+    three = ModelSet().embedder_sha
+    default = "sface+edgeface+reid"
+    assert embedder_for_gallery(None, {}) == (default, None)  # a new gallery
+    assert embedder_for_gallery(None, {three: 8}) == (default, None)
     name, warning = embedder_for_gallery(None, {sface: 12})
     assert name == "sface" and warning is not None and "12 templates were made by the sface embedder" in warning
+    # A gallery enrolled with the default of 2026-12-01 keeps its embedder, and is told how to move.
+    name, warning = embedder_for_gallery(None, {fused: 7})
+    assert name == "sface+edgeface" and warning is not None and f'embedder = "{default}"' in warning
     assert embedder_for_gallery(None, {dlib: 3})[0] == "dlib"
     # Mixed (people being enrolled again), or templates of no embedder of this model set: the default.
-    assert embedder_for_gallery(None, {sface: 12, fused: 4}) == ("sface+edgeface", None)
-    assert embedder_for_gallery(None, {sface: 12, dlib: 3}) == ("sface+edgeface", None)
-    assert embedder_for_gallery(None, {"ab" * 32: 5}) == ("sface+edgeface", None)
+    assert embedder_for_gallery(None, {sface: 12, three: 4}) == (default, None)
+    assert embedder_for_gallery(None, {fused: 12, three: 4}) == (default, None)
+    assert embedder_for_gallery(None, {sface: 12, dlib: 3}) == (default, None)
+    assert embedder_for_gallery(None, {"ab" * 32: 5}) == (default, None)
 
 
 def test_detection_eval_scores_a_masked_probe_as_the_door_does():

@@ -11,11 +11,11 @@ from tests.conftest import edit_manifest
 
 
 def test_bundled_models_verify(model_set):
-    for name in ("face_detector", "face_detector_full", "face_embedder", "face_embedder_edgeface", "face_embedder_dlib",
-                 "mask_classifier"):
+    for name in ("face_detector", "face_detector_full", "face_embedder", "face_embedder_edgeface", "face_embedder_reid",
+                 "face_embedder_dlib", "mask_classifier"):
         info = model_set.info(name)
         assert info.path.is_file() and len(info.sha256) == 64
-    assert model_set.embedder == "sface+edgeface"  # the default: SFace and EdgeFace-XS fused for bare faces
+    assert model_set.embedder == "sface+edgeface+reid"  # the default: three networks fused for bare faces
     assert ModelSet(embedder="sface").embedder_sha == model_set.info("face_embedder").sha256
     assert ModelSet(embedder="dlib").embedder_sha == model_set.info("face_embedder_dlib").sha256
 
