@@ -51,6 +51,8 @@ EMBEDDERS: dict[str, tuple[str, ...]] = {
 # 27.4 / 27.6 %; the shipped int8-weight build 0.4 / 0.5: 27.2 / 28.1 % (0.4 also let 0.8 % of enrolled bare walk-ups
 # in as somebody else at K=3) — a plateau from 0.4 to 0.6 (docs/accuracy.md). Part of the fused model's identity.
 FUSION_WEIGHT = 0.5
+MASKED_GALLERIES = ("plain", "plain+masked")
+DEFAULT_CASCADE = CascadeOptions()
 
 
 def fusion_weights(n_parts: int) -> tuple[float, ...]:
@@ -59,8 +61,6 @@ def fusion_weights(n_parts: int) -> tuple[float, ...]:
     if n_parts == 2:
         return FUSION_WEIGHT, 1.0 - FUSION_WEIGHT
     return (1.0 / n_parts,) * n_parts
-MASKED_GALLERIES = ("plain", "plain+masked")
-DEFAULT_CASCADE = CascadeOptions()
 
 
 def embedder_identity(shas: list[str]) -> str:
