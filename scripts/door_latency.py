@@ -34,7 +34,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_app.config import parse_config  # noqa: E402
+from edge_app.config import DEFAULT_EMBEDDER, EMBEDDER_NAMES, parse_config  # noqa: E402
 from edge_app.daemon import Daemon  # noqa: E402
 from edge_app.gallery.matcher import Matcher  # noqa: E402
 from edge_app.gallery.store import Gallery  # noqa: E402
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         people = pairs(args.data, args.people)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
-    ms = ModelSet()
+    ms = ModelSet(embedder=args.embedder)
     pipe = ms.pipeline(liveness=args.liveness)
     config = parse_config(f'[door]\npins = "mock"\n[liveness]\nenabled = {str(args.liveness).lower()}\n')
     t = ms.thresholds()
@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DATA_ROOT, help="shared data folder ($EDGE_APP_DATA)")
     ap.add_argument("--people", type=int, default=20, help="how many people (default 20)")
     ap.add_argument("--liveness", action="store_true", help="the anti-spoofing check in the vote, as shipped")
+    ap.add_argument("--embedder", choices=EMBEDDER_NAMES, default=DEFAULT_EMBEDDER,
+                    help=f"face embedder (default {DEFAULT_EMBEDDER})")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the summary")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
