@@ -50,7 +50,6 @@ BUSY_TIMEOUT_MS: Final = 5000
 EXPORT_FORMAT: Final = "edge-app-gallery"
 
 
-
 class _Unset(enum.Enum):
     UNSET = enum.auto()
 
