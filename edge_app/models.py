@@ -312,15 +312,17 @@ class ModelSet:
         turn, as before (for comparisons)."""
         det = self.detector(detector, num_threads, min_score, cascade)
         try:
-            nets = [FaceEmbedder(self.load(p, num_threads)) for p in self.embedder_parts]
-            emb: Embedder = nets[0]
-            if len(nets) >= 2:
-                # One-thread copies for bare faces, side by side; the masked face's lone network keeps its
+            first = FaceEmbedder(self.load(self.embedder_parts[0], num_threads))
+            emb: Embedder = first
+            if len(self.embedder_parts) >= 2:
+                # One-thread copies for bare faces, side by side; the masked face's lone first network keeps its
                 # threads. The copies cost memory (XNNPACK's packed weights, ~40 MB for SFace and EdgeFace):
-                # threads = 1 goes without.
-                copies = tuple(FaceEmbedder(self.load(p, 1)) for p in self.embedder_parts) \
-                    if embed_side_by_side and num_threads >= 2 else None
-                emb = FusedEmbedder(nets, fusion_weights(len(nets)), side_by_side=copies)
+                # threads = 1 goes without. Side by side, the other networks run only as copies, so they are
+                # loaded once, as those.
+                parallel = embed_side_by_side and num_threads >= 2
+                others = [FaceEmbedder(self.load(p, 1 if parallel else num_threads)) for p in self.embedder_parts[1:]]
+                copies = (FaceEmbedder(self.load(self.embedder_parts[0], 1)), *others) if parallel else None
+                emb = FusedEmbedder([first, *others], fusion_weights(len(self.embedder_parts)), side_by_side=copies)
             clf = None
             mask_geometry = None
             if mask and self.has_mask_classifier:

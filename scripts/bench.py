@@ -267,9 +267,9 @@ def time_side_by_side(pipe: Pipeline, frames: list[Frame], threads: int, rounds:
         pairs["liveness"] = (lambda rgb, d: live.scores(rgb, d.box), lambda rgb, d: seq.scores(rgb, d.box))
     emb = pipe.embedder
     if isinstance(emb, FusedEmbedder) and emb.parallel:
-        # Timed on each face's bare chip; the in-turn baseline is the pair of ``threads``-thread interpreters
-        # the pipeline keeps for masked faces' first network and made before side by side existed.
-        plain = FusedEmbedder(emb.nets, emb.weights)
+        # Timed on each face's bare chip; the in-turn baseline is each network on a ``threads``-thread interpreter,
+        # as before side by side existed.
+        plain = FusedEmbedder([FaceEmbedder(TFLiteModel(n.model.path, threads)) for n in emb.nets], emb.weights)
         chips = {id(rgb): align(rgb, d.keypoints, pipe.geometry) for rgb, d in faces}
         pairs["embed"] = (lambda rgb, d: emb.embed(chips[id(rgb)]), lambda rgb, d: plain.embed(chips[id(rgb)]))
     out: dict[str, Any] = {}
